@@ -1,0 +1,10 @@
+//! Domain types and pure logic for edgefront — money, catalog, cart, tokens, events and sketches.
+//!
+//! Key design choice: nothing here performs I/O or reads a clock or a random source; time and
+//! identifiers are passed in. That keeps every rule deterministic, testable, and buildable for
+//! x86_64, `wasm32-unknown-unknown` (Cloudflare Workers) and `wasm32-wasip2` (Spin) alike.
+
+pub mod cart;
+pub mod catalog;
+pub mod money;
+pub mod tokens;
