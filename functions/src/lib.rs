@@ -1,1 +1,157 @@
-//! x
+//! Platform-neutral edgefront request handlers: `http::Request` in, `http::Response` out.
+//!
+//! Key design choice: every handler is written against the small port traits in [`ports`]
+//! (catalog source, key-value, counters, origin, environment), so the very same code runs in the
+//! native local host, in Cloudflare Workers and in a Spin component. An adapter only converts
+//! requests and implements ports; business rules live here and in `edgefront-shared`.
+
+pub mod flush;
+pub mod memory;
+pub mod ports;
+pub mod problem;
+pub mod request;
+mod routes;
+pub mod testing;
+
+use bytes::Bytes;
+use edgefront_shared::money::Currency;
+use edgefront_shared::tokens::Keyring;
+use http::{HeaderValue, Method, Request, Response, header};
+
+use crate::ports::Platform;
+use crate::problem::ApiError;
+
+/// Limits and defaults of the storefront API.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Currency used when a request names none.
+    pub default_currency: Currency,
+    /// Lifetime of a cart token, in seconds.
+    pub cart_ttl_secs: u64,
+    /// Lifetime of a session token, in seconds.
+    pub session_ttl_secs: u64,
+    /// Largest JSON body on cart and session routes.
+    pub max_body_bytes: usize,
+    /// Largest body on the events route.
+    pub max_events_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch: usize,
+    /// How many minutes of per-minute counters the edge keeps (and the longest window served).
+    pub counter_retention_minutes: i64,
+    /// Name of the recommendations experiment recorded in events.
+    pub experiment: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_currency: Currency::EUR,
+            cart_ttl_secs: 7 * 24 * 3600,
+            session_ttl_secs: 30 * 24 * 3600,
+            max_body_bytes: 16 * 1024,
+            max_events_body_bytes: 1024 * 1024,
+            max_batch: 500,
+            counter_retention_minutes: 60,
+            experiment: "recs".to_owned(),
+        }
+    }
+}
+
+/// Detail of a 5xx answer, left in the response's extensions for the adapter to log.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+/// The storefront: ports, keys and configuration.
+#[derive(Debug)]
+pub struct App<P> {
+    /// The host's ports.
+    pub ports: P,
+    keys: Keyring,
+    config: Config,
+}
+
+impl<P: Platform> App<P> {
+    /// Builds the app over a host's ports.
+    pub fn new(ports: P, keys: Keyring, config: Config) -> Self {
+        App {
+            ports,
+            keys,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Handles one request. Never panics on input; every failure is a problem+json answer.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let mut resp = match self.route(req).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let mut resp = err.to_response();
+                if let Some(detail) = err.internal_detail() {
+                    resp.extensions_mut().insert(InternalDetail(detail));
+                }
+                resp
+            }
+        };
+        let h = resp.headers_mut();
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    async fn route(&self, req: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path
+            .strip_prefix("/v1/")
+            .ok_or(ApiError::RouteNotFound)?
+            .split('/')
+            .collect();
+        let method = req.method().clone();
+        match (segments.as_slice(), method) {
+            (["health"], Method::GET) => routes::health(self).await,
+            (["products"], Method::GET) => routes::catalog::list(self, &req).await,
+            (["products", id], Method::GET) if !id.is_empty() => {
+                routes::catalog::get(self, &req, id).await
+            }
+            (["cart"], Method::GET) => routes::cart::read(self, &req).await,
+            (["cart"], Method::POST) => routes::cart::create(self, &req).await,
+            (["cart", "lines"], Method::POST) => routes::cart::add_line(self, &req).await,
+            (["cart", "lines", sku], Method::PUT | Method::PATCH) if !sku.is_empty() => {
+                routes::cart::set_line(self, &req, sku).await
+            }
+            (["cart", "lines", sku], Method::DELETE) if !sku.is_empty() => {
+                routes::cart::remove_line(self, &req, sku).await
+            }
+            (["cart", "code"], Method::PUT) => routes::cart::set_code(self, &req).await,
+            (["cart", "code"], Method::DELETE) => routes::cart::clear_code(self, &req).await,
+            (["session"], Method::POST) => routes::session::create(self, &req).await,
+            (["recommendations"], Method::GET) => routes::recommendations::get(self, &req).await,
+            (["events"], Method::POST) => routes::events::ingest(self, &req).await,
+            (["counters"], Method::GET) => routes::counters::get(self, &req).await,
+            (
+                ["health"] | ["products"] | ["products", _] | ["recommendations"] | ["counters"],
+                _,
+            ) => Err(ApiError::MethodNotAllowed("GET")),
+            (["cart"], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+            (["cart", "lines"] | ["events"] | ["session"], _) => {
+                Err(ApiError::MethodNotAllowed("POST"))
+            }
+            (["cart", "lines", _], _) => Err(ApiError::MethodNotAllowed("PUT, PATCH, DELETE")),
+            (["cart", "code"], _) => Err(ApiError::MethodNotAllowed("PUT, DELETE")),
+            _ => Err(ApiError::RouteNotFound),
+        }
+    }
+}

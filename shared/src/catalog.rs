@@ -22,6 +22,8 @@ use crate::money::{Currency, Money};
 pub const MAX_PAGE_SIZE: usize = 100;
 /// Page size when the caller gives none.
 pub const DEFAULT_PAGE_SIZE: usize = 24;
+/// Most popular products kept per category for recommendations.
+const CATEGORY_POPULAR_KEPT: usize = 64;
 /// Longest search query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
@@ -307,6 +309,8 @@ pub struct CatalogSnapshot {
     /// Per currency, dearest first (ties still in index order, so not a plain reverse).
     by_price_desc: HashMap<Currency, Vec<u32>>,
     promotions: Vec<Promotion>,
+    /// Per category prefix, its most popular active products (bounded), for recommendations.
+    category_popular: HashMap<String, Vec<u32>>,
 }
 
 /// The serialized form of a snapshot: what the origin publishes and the edge stores.
@@ -411,6 +415,20 @@ impl CatalogSnapshot {
                 by_price.entry(m.currency()).or_default().push(i);
             }
         }
+        let mut category_popular: HashMap<String, Vec<u32>> = HashMap::new();
+        for &i in &popularity {
+            let mut prefix = String::new();
+            for part in &products[i as usize].category {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(part);
+                let list = category_popular.entry(prefix.clone()).or_default();
+                if list.len() < CATEGORY_POPULAR_KEPT {
+                    list.push(i);
+                }
+            }
+        }
         let mut by_price_desc = by_price.clone();
         for (currency, list) in by_price.iter_mut() {
             list.sort_by_key(|&i| (price_key(&products[i as usize], *currency), i));
@@ -434,6 +452,7 @@ impl CatalogSnapshot {
             by_price,
             by_price_desc,
             promotions,
+            category_popular,
         })
     }
 
@@ -504,6 +523,16 @@ impl CatalogSnapshot {
     /// Active products in popularity order (for recommendations).
     pub fn popular(&self) -> impl Iterator<Item = &Product> {
         self.popularity.iter().map(|&i| &self.products[i as usize])
+    }
+
+    /// The `n` most popular active products of a category (prefix); at most 64.
+    pub fn popular_in_category(&self, category: &str, n: usize) -> impl Iterator<Item = &Product> {
+        self.category_popular
+            .get(category)
+            .into_iter()
+            .flatten()
+            .take(n)
+            .map(|&i| &self.products[i as usize])
     }
 
     /// Active products in a category (prefix), in id order.

@@ -4,7 +4,11 @@
 //! identifiers are passed in. That keeps every rule deterministic, testable, and buildable for
 //! x86_64, `wasm32-unknown-unknown` (Cloudflare Workers) and `wasm32-wasip2` (Spin) alike.
 
+pub mod analytics;
 pub mod cart;
 pub mod catalog;
+pub mod events;
 pub mod money;
+pub mod recommend;
+pub mod sketch;
 pub mod tokens;

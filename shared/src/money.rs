@@ -60,6 +60,13 @@ impl Currency {
     }
 }
 
+/// USD: the Segment e-commerce spec's currency for events that name none.
+impl Default for Currency {
+    fn default() -> Self {
+        Currency::USD
+    }
+}
+
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())

@@ -1,1 +1,961 @@
-//! x
+//! Conformance cases for edgefront hosts, written once and run against any base URL.
+//!
+//! Key design choice: a case only speaks HTTP to `base_url`, so the same suite checks the native
+//! local host, workerd (`wrangler dev`) and the Spin component. Cases are independent of each
+//! other's data: they create their own carts and sessions and measure counter deltas.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use reqwest::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+/// What the suite needs to know about the host under test.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// e.g. `http://127.0.0.1:8787`.
+    pub base_url: String,
+    /// A marketer token signed with the host's keys.
+    pub marketer_token: String,
+    /// A cart token signed with the host's keys that has already expired, when the runner can
+    /// make one.
+    pub expired_cart_token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Ctx {
+    /// A context for a host.
+    pub fn new(base_url: impl Into<String>, marketer_token: impl Into<String>) -> Self {
+        Ctx {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            marketer_token: marketer_token.into(),
+            expired_cart_token: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A request builder for `path`.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.request(Method::GET, path).send().await?;
+        expect_json(resp, StatusCode::OK).await
+    }
+}
+
+/// A response's JSON body after checking its status and content type.
+pub async fn expect_json(resp: reqwest::Response, status: StatusCode) -> anyhow::Result<Value> {
+    let got = resp.status();
+    let ct = content_type(&resp);
+    let body = resp.text().await?;
+    ensure!(got == status, "expected {status}, got {got}: {body:.300}");
+    ensure!(ct.starts_with("application/json"), "content type {ct}");
+    serde_json::from_str(&body).with_context(|| format!("not JSON: {body:.200}"))
+}
+
+/// A problem+json answer with `status` and `code`.
+pub async fn expect_problem(
+    resp: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> anyhow::Result<Value> {
+    let got = resp.status();
+    let ct = content_type(&resp);
+    let body = resp.text().await?;
+    ensure!(
+        got == status,
+        "expected {status} {code}, got {got}: {body:.300}"
+    );
+    ensure!(
+        ct == "application/problem+json",
+        "expected application/problem+json, got {ct}"
+    );
+    let v: Value = serde_json::from_str(&body)?;
+    ensure!(v["code"] == code, "expected code {code}, got {}", v["code"]);
+    ensure!(
+        v["status"] == status.as_u16(),
+        "status member {}",
+        v["status"]
+    );
+    ensure!(v["title"].is_string(), "title missing");
+    Ok(v)
+}
+
+fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn decimal(v: &Value) -> anyhow::Result<Decimal> {
+    let s = v
+        .as_str()
+        .with_context(|| format!("amount {v} is not a string"))?;
+    Ok(s.parse()?)
+}
+
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+type CaseFn = for<'a> fn(&'a Ctx) -> CaseFuture<'a>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        /// Every case, by name.
+        pub const CASES: &[(&str, CaseFn)] = &[
+            $((stringify!($name), |ctx| Box::pin($name(ctx)))),*
+        ];
+    };
+}
+
+cases![
+    health_reports_the_catalog_version,
+    product_listing_returns_a_page_with_money_as_strings,
+    pagination_walks_a_category_without_repeats,
+    search_is_case_and_accent_insensitive,
+    a_product_is_found_by_id_and_by_slug_with_validators,
+    unknown_products_are_a_404_problem,
+    cart_lines_are_added_changed_and_removed_at_catalog_prices,
+    client_prices_are_refused,
+    promotion_codes_discount_the_cart,
+    tampered_and_garbage_cart_tokens_are_refused,
+    bad_cart_input_is_a_problem_and_changes_nothing,
+    oversize_bodies_are_refused_with_413,
+    recommendations_skip_cart_items_and_sold_out_products,
+    recommendation_variants_are_stable_per_visitor,
+    events_batch_accepts_valid_and_reports_invalid_per_index,
+    events_that_are_all_invalid_are_a_422_problem,
+    events_batches_over_500_are_refused,
+    events_accept_text_plain_beacons,
+    counters_require_a_marketer_token,
+    counters_count_views_visitors_and_top_products,
+    unknown_routes_and_methods_are_problems,
+];
+
+/// Runs every case; returns the failures as (name, error).
+pub async fn run_all(ctx: &Ctx) -> Vec<(&'static str, anyhow::Error)> {
+    let mut failures = Vec::new();
+    for (name, case) in CASES {
+        if let Err(e) = case(ctx).await {
+            failures.push((*name, e));
+        }
+    }
+    failures
+}
+
+async fn health_reports_the_catalog_version(ctx: &Ctx) -> anyhow::Result<()> {
+    let v = ctx.get_json("/v1/health").await?;
+    ensure!(v["status"] == "ok", "{v}");
+    ensure!(v["catalog_version"].as_u64().is_some(), "{v}");
+    Ok(())
+}
+
+async fn product_listing_returns_a_page_with_money_as_strings(ctx: &Ctx) -> anyhow::Result<()> {
+    let resp = ctx
+        .request(Method::GET, "/v1/products?limit=24")
+        .send()
+        .await?;
+    ensure!(resp.headers().contains_key("etag"), "no ETag");
+    let cc = resp
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    ensure!(cc.contains("max-age"), "cache-control {cc}");
+    let v = expect_json(resp, StatusCode::OK).await?;
+    let items = v["items"].as_array().context("items")?;
+    ensure!(items.len() == 24, "{} items", items.len());
+    ensure!(
+        v["next_cursor"].is_string(),
+        "next_cursor {}",
+        v["next_cursor"]
+    );
+    for p in items {
+        for field in ["id", "sku", "slug", "title", "category"] {
+            ensure!(p[field].is_string(), "{field} missing in {p}");
+        }
+        ensure!(p["in_stock"].is_boolean(), "in_stock in {p}");
+        decimal(&p["price"]["amount"])?;
+        ensure!(p["price"]["currency"] == "EUR", "{}", p["price"]);
+    }
+    let usd = ctx.get_json("/v1/products?limit=1&currency=USD").await?;
+    ensure!(usd["items"][0]["price"]["currency"] == "USD");
+    Ok(())
+}
+
+async fn pagination_walks_a_category_without_repeats(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut path = "/v1/products?category=apparel&limit=50&sort=price_asc".to_owned();
+    let mut last_price = Decimal::MIN;
+    for _ in 0..4 {
+        let v = ctx.get_json(&path).await?;
+        for p in v["items"].as_array().context("items")? {
+            ensure!(
+                p["category"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("apparel/")),
+                "{}",
+                p["category"]
+            );
+            ensure!(
+                seen.insert(p["id"].as_str().unwrap_or("").to_owned()),
+                "repeat {}",
+                p["id"]
+            );
+            let price = decimal(&p["price"]["amount"])?;
+            ensure!(
+                price >= last_price,
+                "not sorted: {price} after {last_price}"
+            );
+            last_price = price;
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => {
+                path = format!("/v1/products?category=apparel&limit=50&sort=price_asc&cursor={c}")
+            }
+            None => break,
+        }
+    }
+    ensure!(seen.len() >= 100, "only {} products", seen.len());
+    let bad = ctx
+        .request(Method::GET, "/v1/products?cursor=not-a-cursor")
+        .send()
+        .await?;
+    expect_problem(bad, StatusCode::BAD_REQUEST, "invalid_cursor").await?;
+    Ok(())
+}
+
+async fn search_is_case_and_accent_insensitive(ctx: &Ctx) -> anyhow::Result<()> {
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p["id"].to_string()).collect())
+            .unwrap_or_default()
+    };
+    let a = ctx.get_json("/v1/products?q=creme&limit=10").await?;
+    let b = ctx.get_json("/v1/products?q=CR%C3%88ME&limit=10").await?;
+    let c = ctx.get_json("/v1/products?q=cr%C3%A8m&limit=10").await?;
+    ensure!(!ids(&a).is_empty(), "no results for creme");
+    ensure!(
+        ids(&a) == ids(&b) && ids(&a) == ids(&c),
+        "search results differ"
+    );
+    Ok(())
+}
+
+async fn first_in_stock(ctx: &Ctx, extra: &str) -> anyhow::Result<Value> {
+    let v = ctx
+        .get_json(&format!("/v1/products?limit=100&in_stock=true{extra}"))
+        .await?;
+    v["items"]
+        .as_array()
+        .and_then(|a| a.first().cloned())
+        .context("no product in stock")
+}
+
+async fn a_product_is_found_by_id_and_by_slug_with_validators(ctx: &Ctx) -> anyhow::Result<()> {
+    let p = first_in_stock(ctx, "").await?;
+    let id = p["id"].as_str().context("id")?;
+    let slug = p["slug"].as_str().context("slug")?;
+    let by_id = ctx
+        .request(Method::GET, &format!("/v1/products/{id}"))
+        .send()
+        .await?;
+    let etag = by_id
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .context("no ETag")?
+        .to_owned();
+    let by_id = expect_json(by_id, StatusCode::OK).await?;
+    let by_slug = ctx.get_json(&format!("/v1/products/{slug}")).await?;
+    ensure!(by_id == by_slug, "id and slug answers differ");
+    ensure!(by_id["id"] == p["id"] && by_id["price"] == p["price"]);
+    let again = ctx
+        .request(Method::GET, &format!("/v1/products/{id}"))
+        .header("if-none-match", &etag)
+        .send()
+        .await?;
+    ensure!(
+        again.status() == StatusCode::NOT_MODIFIED,
+        "{}",
+        again.status()
+    );
+    Ok(())
+}
+
+async fn unknown_products_are_a_404_problem(ctx: &Ctx) -> anyhow::Result<()> {
+    let resp = ctx
+        .request(Method::GET, "/v1/products/no-such-thing")
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::NOT_FOUND, "not_found").await?;
+    let resp = ctx
+        .request(Method::GET, "/v1/products?currency=XYZ")
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    let resp = ctx
+        .request(Method::GET, "/v1/products?limit=1000")
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    Ok(())
+}
+
+async fn cart_call(
+    ctx: &Ctx,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut req = ctx.request(method, path);
+    if let Some(t) = token {
+        req = req.header("x-cart-token", t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    Ok(req.send().await?)
+}
+
+fn token_of(v: &Value) -> anyhow::Result<String> {
+    v["cart_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("cart_token missing")
+}
+
+async fn new_cart(ctx: &Ctx) -> anyhow::Result<String> {
+    let resp = cart_call(ctx, Method::POST, "/v1/cart", None, Some(json!({}))).await?;
+    let v = expect_json(resp, StatusCode::CREATED).await?;
+    ensure!(v["cart"]["lines"].as_array().is_some_and(Vec::is_empty));
+    ensure!(decimal(&v["cart"]["total"]["amount"])? == Decimal::ZERO);
+    token_of(&v)
+}
+
+async fn cart_lines_are_added_changed_and_removed_at_catalog_prices(
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    let p = first_in_stock(ctx, "&category=outdoor").await?;
+    let sku = p["sku"].as_str().context("sku")?;
+    let unit = decimal(&p["price"]["amount"])?;
+    let token = new_cart(ctx).await?;
+    let resp = cart_call(
+        ctx,
+        Method::POST,
+        "/v1/cart/lines",
+        Some(&token),
+        Some(json!({"sku": sku, "quantity": 2})),
+    )
+    .await?;
+    ensure!(
+        resp.headers().contains_key("x-cart-token"),
+        "no X-Cart-Token header"
+    );
+    let v = expect_json(resp, StatusCode::OK).await?;
+    ensure!(decimal(&v["cart"]["subtotal"]["amount"])? == unit * Decimal::from(2u8));
+    ensure!(v["cart"]["lines"][0]["quantity"] == 2);
+    let token = token_of(&v)?;
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::PUT,
+            &format!("/v1/cart/lines/{sku}"),
+            Some(&token),
+            Some(json!({"quantity": 3})),
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(decimal(&v["cart"]["subtotal"]["amount"])? == unit * Decimal::from(3u8));
+    let token = token_of(&v)?;
+    let read = expect_json(
+        cart_call(ctx, Method::GET, "/v1/cart", Some(&token), None).await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(read["cart"]["lines"][0]["quantity"] == 3);
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::DELETE,
+            &format!("/v1/cart/lines/{sku}"),
+            Some(&token),
+            None,
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(v["cart"]["lines"].as_array().is_some_and(Vec::is_empty));
+    ensure!(decimal(&v["cart"]["total"]["amount"])? == Decimal::ZERO);
+    Ok(())
+}
+
+async fn client_prices_are_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let p = first_in_stock(ctx, "").await?;
+    let token = new_cart(ctx).await?;
+    let resp = cart_call(
+        ctx,
+        Method::POST,
+        "/v1/cart/lines",
+        Some(&token),
+        Some(
+            json!({"sku": p["sku"], "quantity": 1, "price": {"amount": "0.01", "currency": "EUR"}}),
+        ),
+    )
+    .await?;
+    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_json").await?;
+    Ok(())
+}
+
+async fn promotion_codes_discount_the_cart(ctx: &Ctx) -> anyhow::Result<()> {
+    let p = first_in_stock(ctx, "&category=apparel/jackets").await?;
+    let token = new_cart(ctx).await?;
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::POST,
+            "/v1/cart/lines",
+            Some(&token),
+            Some(json!({"sku": p["sku"], "quantity": 1})),
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    let before = decimal(&v["cart"]["total"]["amount"])?;
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::PUT,
+            "/v1/cart/code",
+            Some(&token_of(&v)?),
+            Some(json!({"code": "welcome10"})),
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    let after = decimal(&v["cart"]["total"]["amount"])?;
+    let discount = decimal(&v["cart"]["discount"]["amount"])?;
+    ensure!(discount > Decimal::ZERO, "no discount");
+    ensure!(after + discount == decimal(&v["cart"]["subtotal"]["amount"])?);
+    ensure!(after < before, "{after} !< {before}");
+    let resp = cart_call(
+        ctx,
+        Method::PUT,
+        "/v1/cart/code",
+        Some(&token_of(&v)?),
+        Some(json!({"code": "NOPE"})),
+    )
+    .await?;
+    expect_problem(
+        resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_promotion_code",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn tampered_and_garbage_cart_tokens_are_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let token = new_cart(ctx).await?;
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    ensure!(parts.len() == 3, "not a JWT");
+    // Flip one character of the signature.
+    let sig = parts[2].clone();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    parts[2] = format!("{flipped}{}", &sig[1..]);
+    let tampered = parts.join(".");
+    for bad in [tampered.as_str(), "garbage", "a.b.c"] {
+        let resp = cart_call(ctx, Method::GET, "/v1/cart", Some(bad), None).await?;
+        expect_problem(resp, StatusCode::UNAUTHORIZED, "invalid_cart_token").await?;
+    }
+    if let Some(expired) = &ctx.expired_cart_token {
+        let resp = cart_call(ctx, Method::GET, "/v1/cart", Some(expired), None).await?;
+        expect_problem(resp, StatusCode::UNAUTHORIZED, "cart_token_expired").await?;
+    }
+    Ok(())
+}
+
+async fn bad_cart_input_is_a_problem_and_changes_nothing(ctx: &Ctx) -> anyhow::Result<()> {
+    let p = first_in_stock(ctx, "").await?;
+    let sku = p["sku"].as_str().context("sku")?;
+    let token = new_cart(ctx).await?;
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::POST,
+            "/v1/cart/lines",
+            Some(&token),
+            Some(json!({"sku": sku, "quantity": 1})),
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    let token = token_of(&v)?;
+    let malformed = ctx
+        .request(Method::POST, "/v1/cart/lines")
+        .header("x-cart-token", &token)
+        .header("content-type", "application/json")
+        .body("{\"sku\": ")
+        .send()
+        .await?;
+    expect_problem(malformed, StatusCode::BAD_REQUEST, "invalid_json").await?;
+    let wrong_type = ctx
+        .request(Method::POST, "/v1/cart/lines")
+        .header("x-cart-token", &token)
+        .header("content-type", "text/xml")
+        .body("<sku/>")
+        .send()
+        .await?;
+    expect_problem(
+        wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await?;
+    for (body, status, code) in [
+        (
+            json!({"sku": sku, "quantity": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_quantity",
+        ),
+        (
+            json!({"sku": sku, "quantity": -1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            json!({"sku": "NO-SUCH-SKU", "quantity": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_sku",
+        ),
+        (
+            json!({"sku": sku, "quantity": 100_000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_quantity",
+        ),
+    ] {
+        let resp = cart_call(
+            ctx,
+            Method::POST,
+            "/v1/cart/lines",
+            Some(&token),
+            Some(body),
+        )
+        .await?;
+        expect_problem(resp, status, code).await?;
+    }
+    let missing = cart_call(
+        ctx,
+        Method::DELETE,
+        "/v1/cart/lines/NOT-IN-CART",
+        Some(&token),
+        None,
+    )
+    .await?;
+    expect_problem(missing, StatusCode::NOT_FOUND, "line_not_found").await?;
+    // The token the client still holds describes the same cart as before.
+    let read = expect_json(
+        cart_call(ctx, Method::GET, "/v1/cart", Some(&token), None).await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(read["cart"]["lines"] == v["cart"]["lines"], "cart changed");
+    Ok(())
+}
+
+async fn oversize_bodies_are_refused_with_413(ctx: &Ctx) -> anyhow::Result<()> {
+    let big = format!(
+        "{{\"sku\": \"{}\", \"quantity\": 1}}",
+        "x".repeat(64 * 1024)
+    );
+    let resp = ctx
+        .request(Method::POST, "/v1/cart/lines")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await?;
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let resp = ctx
+        .request(Method::POST, "/v1/events")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await?;
+    Ok(())
+}
+
+async fn new_session(ctx: &Ctx, personalization: bool) -> anyhow::Result<(String, String)> {
+    let v = expect_json(
+        ctx.request(Method::POST, "/v1/session")
+            .json(&json!({"consent": {"analytics": true, "personalization": personalization}}))
+            .send()
+            .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    Ok((
+        v["session_token"]
+            .as_str()
+            .context("session_token")?
+            .to_owned(),
+        v["visitor_id"].as_str().context("visitor_id")?.to_owned(),
+    ))
+}
+
+async fn recommendations_skip_cart_items_and_sold_out_products(ctx: &Ctx) -> anyhow::Result<()> {
+    let home = ctx
+        .get_json("/v1/recommendations?context=home&limit=24")
+        .await?;
+    let items = home["items"].as_array().context("items")?;
+    ensure!(!items.is_empty(), "no recommendations");
+    ensure!(
+        items.iter().all(|p| p["in_stock"] == true),
+        "sold-out recommended"
+    );
+    let first = items[0].clone();
+    let token = new_cart(ctx).await?;
+    let v = expect_json(
+        cart_call(
+            ctx,
+            Method::POST,
+            "/v1/cart/lines",
+            Some(&token),
+            Some(json!({"sku": first["sku"], "quantity": 1})),
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    let recs = expect_json(
+        cart_call(
+            ctx,
+            Method::GET,
+            "/v1/recommendations?context=cart&limit=24",
+            Some(&token_of(&v)?),
+            None,
+        )
+        .await?,
+        StatusCode::OK,
+    )
+    .await?;
+    let recs = recs["items"].as_array().context("items")?;
+    ensure!(!recs.is_empty());
+    ensure!(
+        recs.iter().all(|p| p["sku"] != first["sku"]),
+        "cart item recommended"
+    );
+    let product = ctx
+        .get_json(&format!(
+            "/v1/recommendations?context=product:{}",
+            first["id"].as_str().unwrap_or("")
+        ))
+        .await?;
+    ensure!(
+        product["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|p| p["id"] != first["id"])),
+        "product recommended on its own page"
+    );
+    let bad = ctx
+        .request(Method::GET, "/v1/recommendations?context=nowhere")
+        .send()
+        .await?;
+    expect_problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    Ok(())
+}
+
+async fn recommendation_variants_are_stable_per_visitor(ctx: &Ctx) -> anyhow::Result<()> {
+    let anonymous = ctx.get_json("/v1/recommendations").await?;
+    ensure!(anonymous["experiment"]["assigned"] == false);
+    let mut variants = std::collections::HashSet::new();
+    for _ in 0..12 {
+        let (session, _) = new_session(ctx, true).await?;
+        let mut seen = None;
+        for _ in 0..2 {
+            let v = expect_json(
+                ctx.request(Method::GET, "/v1/recommendations")
+                    .header("x-session-token", &session)
+                    .send()
+                    .await?,
+                StatusCode::OK,
+            )
+            .await?;
+            ensure!(v["experiment"]["assigned"] == true);
+            let variant = v["experiment"]["variant"]
+                .as_str()
+                .context("variant")?
+                .to_owned();
+            if let Some(prev) = &seen {
+                ensure!(prev == &variant, "variant changed for one visitor");
+            }
+            seen = Some(variant.clone());
+            variants.insert(variant);
+        }
+    }
+    ensure!(variants.len() == 2, "12 visitors all got {variants:?}");
+    let bad = ctx
+        .request(Method::GET, "/v1/recommendations")
+        .header("x-session-token", "forged.token.value")
+        .send()
+        .await?;
+    expect_problem(bad, StatusCode::UNAUTHORIZED, "invalid_session_token").await?;
+    Ok(())
+}
+
+fn view_event(visitor: &str, product_id: &str) -> Value {
+    json!({
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": visitor,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "context": {"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile/15E148"},
+        "properties": {"product_id": product_id, "price": 19.99, "currency": "EUR"}
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{nanos}-{}", rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
+async fn post_events(ctx: &Ctx, body: &Value) -> anyhow::Result<reqwest::Response> {
+    Ok(ctx
+        .request(Method::POST, "/v1/events")
+        .json(body)
+        .send()
+        .await?)
+}
+
+async fn events_batch_accepts_valid_and_reports_invalid_per_index(ctx: &Ctx) -> anyhow::Result<()> {
+    let visitor = unique("v");
+    let batch = json!({"batch": [
+        view_event(&visitor, "p-000001"),
+        {"type": "track", "event": "Product Viewed", "properties": {"product_id": "p-000002"}},
+        {"type": "track", "event": "Order Completed", "anonymousId": visitor,
+         "properties": {"order_id": "o-1", "total": 39.98, "currency": "EUR",
+                        "products": [{"product_id": "p-000001", "price": 19.99, "quantity": 2}]}},
+        {"type": "track", "event": "Product Added", "anonymousId": visitor,
+         "properties": {"product_id": "p-000001", "quantity": 0}},
+    ]});
+    let v = expect_json(post_events(ctx, &batch).await?, StatusCode::OK).await?;
+    ensure!(v["accepted"] == 2, "{v}");
+    let rejected = v["rejected"].as_array().context("rejected")?;
+    let indexes: Vec<u64> = rejected
+        .iter()
+        .filter_map(|r| r["index"].as_u64())
+        .collect();
+    ensure!(indexes == [1, 3], "{v}");
+    ensure!(
+        rejected
+            .iter()
+            .all(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty())),
+        "{v}"
+    );
+    let single = expect_json(
+        post_events(ctx, &view_event(&visitor, "p-000003")).await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(
+        single["accepted"] == 1 && single["rejected"] == json!([]),
+        "{single}"
+    );
+    Ok(())
+}
+
+async fn events_that_are_all_invalid_are_a_422_problem(ctx: &Ctx) -> anyhow::Result<()> {
+    let resp = post_events(
+        ctx,
+        &json!({"event": "Not A Segment Event", "anonymousId": "x"}),
+    )
+    .await?;
+    let v = expect_problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_events").await?;
+    ensure!(v["accepted"] == 0 && v["rejected"][0]["index"] == 0, "{v}");
+    let resp = ctx
+        .request(Method::POST, "/v1/events")
+        .header("content-type", "application/json")
+        .body("[1, 2")
+        .send()
+        .await?;
+    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_json").await?;
+    let resp = post_events(ctx, &json!({"batch": "nope"})).await?;
+    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_json").await?;
+    Ok(())
+}
+
+async fn events_batches_over_500_are_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let batch: Vec<Value> = (0..501)
+        .map(|i| view_event(&format!("v{i}"), "p-000001"))
+        .collect();
+    let resp = post_events(ctx, &json!({ "batch": batch })).await?;
+    expect_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large").await?;
+    Ok(())
+}
+
+async fn events_accept_text_plain_beacons(ctx: &Ctx) -> anyhow::Result<()> {
+    let body = serde_json::to_string(&view_event(&unique("beacon"), "p-000004"))?;
+    let resp = ctx
+        .request(Method::POST, "/v1/events")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(body)
+        .send()
+        .await?;
+    let v = expect_json(resp, StatusCode::OK).await?;
+    ensure!(v["accepted"] == 1, "{v}");
+    Ok(())
+}
+
+async fn counters(ctx: &Ctx) -> anyhow::Result<Value> {
+    expect_json(
+        ctx.request(Method::GET, "/v1/counters?window=15m")
+            .bearer_auth(&ctx.marketer_token)
+            .send()
+            .await?,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn counters_require_a_marketer_token(ctx: &Ctx) -> anyhow::Result<()> {
+    let none = ctx.request(Method::GET, "/v1/counters").send().await?;
+    expect_problem(none, StatusCode::UNAUTHORIZED, "unauthorized").await?;
+    let cart = new_cart(ctx).await?;
+    let wrong = ctx
+        .request(Method::GET, "/v1/counters")
+        .bearer_auth(cart)
+        .send()
+        .await?;
+    expect_problem(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await?;
+    let bad_window = ctx
+        .request(Method::GET, "/v1/counters?window=3d")
+        .bearer_auth(&ctx.marketer_token)
+        .send()
+        .await?;
+    expect_problem(bad_window, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    let v = counters(ctx).await?;
+    for key in [
+        "unique_visitors",
+        "product_views",
+        "events",
+        "add_to_cart",
+        "orders_completed",
+    ] {
+        ensure!(v[key]["estimate"].is_number(), "{key} in {v}");
+        ensure!(v[key]["error_bound"].is_number(), "{key} in {v}");
+    }
+    ensure!(
+        v["top_products"].is_array() && v["funnel"].is_array(),
+        "{v}"
+    );
+    Ok(())
+}
+
+async fn counters_count_views_visitors_and_top_products(ctx: &Ctx) -> anyhow::Result<()> {
+    let before = counters(ctx).await?;
+    let run = unique("run");
+    let hot = "p-000007";
+    let visitors: Vec<String> = (0..40).map(|i| format!("{run}-{i}")).collect();
+    // 40 visitors × 5 views of one product, in batches of 50.
+    let events: Vec<Value> = visitors
+        .iter()
+        .flat_map(|v| std::iter::repeat_n(view_event(v, hot), 5))
+        .collect();
+    for chunk in events.chunks(50) {
+        let v = expect_json(
+            post_events(ctx, &json!({"batch": chunk})).await?,
+            StatusCode::OK,
+        )
+        .await?;
+        ensure!(v["accepted"] == chunk.len(), "{v}");
+    }
+    // Hosts that count asynchronously (a Durable Object, say) get a moment to catch up.
+    let mut after = counters(ctx).await?;
+    for _ in 0..20 {
+        let views = after["product_views"]["estimate"].as_f64().unwrap_or(0.0)
+            - before["product_views"]["estimate"].as_f64().unwrap_or(0.0);
+        if views >= 200.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = counters(ctx).await?;
+    }
+    let delta = |key: &str| {
+        after[key]["estimate"].as_f64().unwrap_or(0.0)
+            - before[key]["estimate"].as_f64().unwrap_or(0.0)
+    };
+    let views = delta("product_views");
+    ensure!(
+        views >= 200.0,
+        "product_views grew by {views}, expected ≥ 200"
+    );
+    let uniques = delta("unique_visitors");
+    let bound = after["unique_visitors"]["error_bound"]
+        .as_f64()
+        .unwrap_or(0.0)
+        * 3.0
+        + 1.0;
+    ensure!(
+        (uniques - 40.0).abs() <= bound.max(2.0),
+        "unique_visitors grew by {uniques}, expected about 40 (± {bound})"
+    );
+    let top = after["top_products"].as_array().context("top_products")?;
+    ensure!(
+        top.iter()
+            .any(|t| t["product_id"] == hot
+                && t["views"]["estimate"].as_f64().unwrap_or(0.0) >= 200.0),
+        "{hot} not in top products: {top:?}"
+    );
+    let funnel = after["funnel"].as_array().context("funnel")?;
+    ensure!(funnel[0]["step"] == "viewed_product", "{funnel:?}");
+    Ok(())
+}
+
+async fn unknown_routes_and_methods_are_problems(ctx: &Ctx) -> anyhow::Result<()> {
+    let resp = ctx.request(Method::GET, "/v1/nothing-here").send().await?;
+    expect_problem(resp, StatusCode::NOT_FOUND, "route_not_found").await?;
+    let resp = ctx.request(Method::DELETE, "/v1/products").send().await?;
+    let allow = resp
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    expect_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await?;
+    if allow != "GET" {
+        bail!("Allow header {allow}");
+    }
+    Ok(())
+}

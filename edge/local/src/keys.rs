@@ -1,0 +1,73 @@
+//! Dev signing keys, generated on first run under the data directory.
+//!
+//! The file holds a list so keys can be rotated by hand: prepend a new key, keep the old one
+//! until the tokens it signed have expired.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use edgefront_shared::tokens::Keyring;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    /// Current key first.
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    kid: String,
+    /// Base64 of at least 32 random bytes.
+    secret: String,
+}
+
+/// Path of the dev key file.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev-keys.json")
+}
+
+/// Loads the keyring, creating the directory and a fresh key on first use.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keyring> {
+    let path = key_path(data_dir);
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir)?;
+        let secret: [u8; 32] = rand::random();
+        let kid_bytes: [u8; 4] = rand::random();
+        let file = KeyFile {
+            keys: vec![KeyEntry {
+                kid: format!("dev-{}", u32::from_be_bytes(kid_bytes)),
+                secret: STANDARD.encode(secret),
+            }],
+        };
+        write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
+    }
+    let file: KeyFile = serde_json::from_slice(&std::fs::read(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let keys = file
+        .keys
+        .into_iter()
+        .map(|k| Ok((k.kid, STANDARD.decode(k.secret)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Keyring::new(&keys)?)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes)?;
+    Ok(())
+}

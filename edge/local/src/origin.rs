@@ -1,0 +1,82 @@
+//! The origin port over HTTP (reqwest), with timeouts so a slow origin never stalls the edge.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edgefront_functions::ports::{Origin, PortError};
+
+/// Posts to the origin's ingest endpoints; unconfigured when no URL is given.
+#[derive(Debug, Clone)]
+pub struct HttpOrigin {
+    base: Option<String>,
+    client: reqwest::Client,
+}
+
+impl HttpOrigin {
+    /// A client for `base` (e.g. `http://127.0.0.1:8788`), or an unconfigured one.
+    pub fn new(base: Option<String>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(HttpOrigin {
+            base: base.map(|b| b.trim_end_matches('/').to_owned()),
+            client,
+        })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        edge_node: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(), PortError> {
+        let base = self
+            .base
+            .as_deref()
+            .ok_or_else(|| PortError::Unavailable("no origin configured".into()))?;
+        let mut req = self
+            .client
+            .post(format!("{base}{path}"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(node) = edge_node {
+            req = req.header("x-edge-node", node);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PortError::Unavailable(e.to_string()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(PortError::Unavailable(format!(
+                "origin answered {} on {path}",
+                resp.status()
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl Origin for HttpOrigin {
+    fn configured(&self) -> bool {
+        self.base.is_some()
+    }
+
+    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+        self.post("/v1/ingest/events", "application/json", None, batch_json)
+            .await
+    }
+
+    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
+        self.post(
+            "/v1/ingest/sketches",
+            "application/octet-stream",
+            Some(edge_node),
+            encoded,
+        )
+        .await
+    }
+}

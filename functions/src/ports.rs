@@ -1,0 +1,197 @@
+//! The small port traits the handlers are written against. Each edge adapter implements them
+//! with its platform's bindings (Workers KV and a Durable Object, Spin key-value, memory).
+//!
+//! On wasm targets the futures are not `Send` (JS promises and WASI pollables are single
+//! threaded), so the `Send` bound is only required natively, where the local host runs handlers
+//! on a multi-threaded runtime.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use edgefront_shared::catalog::CatalogSnapshot;
+use edgefront_shared::sketch::{CounterSet, Trending};
+
+/// A port failed: the platform or the network, never the shopper's input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The backing service did not answer or refused (retryable).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// No catalog has been published yet.
+    #[error("no catalog published")]
+    NoCatalog,
+}
+
+/// Read access to the current catalog snapshot.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait CatalogSource {
+    /// The newest snapshot this node has.
+    async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError>;
+}
+
+/// A small key-value store (Workers KV, Spin key-value, memory). Used for the event outbox.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait KeyValue {
+    /// The value under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError>;
+    /// Stores `value` under `key`.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), PortError>;
+    /// Removes `key` (absent keys are fine).
+    async fn delete(&self, key: &str) -> Result<(), PortError>;
+    /// Keys starting with `prefix`, sorted, at most `limit`.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError>;
+}
+
+/// The node's sketch counters, bucketed per minute.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait Counters {
+    /// Merges a delta into the bucket of `minute` (unix minutes), and into the pending delta
+    /// that will be flushed to the origin.
+    async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError>;
+    /// All buckets from `from` to `to` (inclusive), merged.
+    async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError>;
+    /// Trending products over the recent past; may be cached for a few seconds.
+    async fn trending(&self, now_minute: i64) -> Result<Trending, PortError>;
+    /// Takes the encoded pending delta (per-minute buckets) for a flush to the origin.
+    async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError>;
+    /// Puts an encoded delta back after a failed flush, so nothing is lost.
+    async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError>;
+}
+
+/// Calls from the edge to the origin.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait Origin {
+    /// Whether an origin is configured at all (a standalone edge keeps counting locally).
+    fn configured(&self) -> bool;
+    /// POSTs a JSON batch of enriched events to the origin's ingest endpoint.
+    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError>;
+    /// POSTs an encoded sketch delta to the origin's ingest endpoint.
+    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError>;
+}
+
+/// Time and randomness, so handlers stay deterministic under test.
+pub trait Environment {
+    /// Milliseconds since the unix epoch.
+    fn now_ms(&self) -> i64;
+    /// A fresh random identifier (URL-safe, ≥ 96 bits of entropy).
+    fn random_id(&self) -> String;
+    /// This edge node's name (data centre, region or host).
+    fn edge_node(&self) -> &str;
+}
+
+/// Everything a host provides.
+pub trait Platform: CatalogSource + KeyValue + Counters + Origin + Environment {}
+
+impl<T: CatalogSource + KeyValue + Counters + Origin + Environment> Platform for T {}
+
+/// A platform assembled from one component per port; adapters plug their own components in.
+#[derive(Debug)]
+pub struct Ports<C, K, N, O, E> {
+    /// Catalog source.
+    pub catalog: C,
+    /// Key-value store.
+    pub kv: K,
+    /// Counters.
+    pub counters: N,
+    /// Origin client.
+    pub origin: O,
+    /// Clock, randomness, node name.
+    pub env: E,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Native builds need thread-safe components; wasm builds are single-threaded.
+pub trait MaybeSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync> MaybeSync for T {}
+#[cfg(target_arch = "wasm32")]
+/// Native builds need thread-safe components; wasm builds are single-threaded.
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSync for T {}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<C: CatalogSource + MaybeSync, K: MaybeSync, N: MaybeSync, O: MaybeSync, E: MaybeSync>
+    CatalogSource for Ports<C, K, N, O, E>
+{
+    async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError> {
+        self.catalog.snapshot().await
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<C: MaybeSync, K: KeyValue + MaybeSync, N: MaybeSync, O: MaybeSync, E: MaybeSync> KeyValue
+    for Ports<C, K, N, O, E>
+{
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        self.kv.get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), PortError> {
+        self.kv.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.kv.delete(key).await
+    }
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError> {
+        self.kv.list(prefix, limit).await
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<C: MaybeSync, K: MaybeSync, N: Counters + MaybeSync, O: MaybeSync, E: MaybeSync> Counters
+    for Ports<C, K, N, O, E>
+{
+    async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError> {
+        self.counters.record(minute, delta).await
+    }
+    async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError> {
+        self.counters.window(from, to).await
+    }
+    async fn trending(&self, now_minute: i64) -> Result<Trending, PortError> {
+        self.counters.trending(now_minute).await
+    }
+    async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
+        self.counters.take_pending().await
+    }
+    async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError> {
+        self.counters.restore_pending(encoded).await
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSync> Origin
+    for Ports<C, K, N, O, E>
+{
+    fn configured(&self) -> bool {
+        self.origin.configured()
+    }
+    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+        self.origin.send_events(batch_json).await
+    }
+    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
+        self.origin.send_sketches(edge_node, encoded).await
+    }
+}
+
+impl<C, K, N, O, E: Environment> Environment for Ports<C, K, N, O, E> {
+    fn now_ms(&self) -> i64 {
+        self.env.now_ms()
+    }
+    fn random_id(&self) -> String {
+        self.env.random_id()
+    }
+    fn edge_node(&self) -> &str {
+        self.env.edge_node()
+    }
+}

@@ -1,0 +1,146 @@
+//! `GET /v1/products` and `GET /v1/products/{id-or-slug}`.
+
+use bytes::Bytes;
+use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, ProductView, Sort};
+use http::{Request, Response, StatusCode, header};
+use serde::Serialize;
+
+use super::{currency, now_secs};
+use crate::App;
+use crate::ports::Platform;
+use crate::problem::ApiError;
+use crate::request::{self, Query, SESSION_COOKIE, SESSION_TOKEN_HEADER};
+
+/// Catalog pages change only when a new snapshot is published; shared caches may keep them briefly.
+const CACHE_CONTROL: &str = "public, max-age=30, stale-while-revalidate=60";
+
+#[derive(Serialize)]
+struct ListBody<'a> {
+    items: Vec<ProductView<'a>>,
+    next_cursor: Option<String>,
+    catalog_version: u64,
+}
+
+pub(crate) async fn list<P: Platform>(
+    app: &App<P>,
+    req: &Request<Bytes>,
+) -> Result<Response<Bytes>, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let currency = currency(app, &q)?;
+    let query = ListQuery {
+        category: q.text("category"),
+        tag: q.text("tag"),
+        search: q.text("q"),
+        sort: q
+            .get("sort")
+            .map(Sort::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        limit: q.number("limit", DEFAULT_PAGE_SIZE, 1..=MAX_PAGE_SIZE)?,
+        in_stock_only: q.flag("in_stock")?,
+        cursor: q.text("cursor"),
+    };
+    let snapshot = app.ports.snapshot().await?;
+    let etag = format!(
+        "W/\"v{}-{:x}\"",
+        snapshot.version(),
+        fxhash(req.uri().query().unwrap_or(""))
+    );
+    if request::not_modified(req.headers(), &etag) {
+        return Ok(request::not_modified_response(&etag, CACHE_CONTROL));
+    }
+    let page = snapshot.list(&query, currency)?;
+    let body = ListBody {
+        items: page
+            .items
+            .iter()
+            .filter_map(|p| ProductView::new(p, currency))
+            .collect(),
+        next_cursor: page.next_cursor,
+        catalog_version: snapshot.version(),
+    };
+    let mut resp = request::json(StatusCode::OK, &body)?;
+    request::set_header(&mut resp, "etag", &etag)?;
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static(CACHE_CONTROL),
+    );
+    Ok(resp)
+}
+
+pub(crate) async fn get<P: Platform>(
+    app: &App<P>,
+    req: &Request<Bytes>,
+    id_or_slug: &str,
+) -> Result<Response<Bytes>, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let currency = currency(app, &q)?;
+    let snapshot = app.ports.snapshot().await?;
+    let product = snapshot
+        .get(id_or_slug)
+        .ok_or_else(|| ApiError::NotFound("no such product".to_owned()))?;
+    let view = ProductView::new(product, currency)
+        .ok_or_else(|| ApiError::NotFound(format!("this product is not sold in {currency}")))?;
+
+    // A shopper who consented to personalization gets their interest recorded in the
+    // session token; the page itself stays cacheable because the token travels in a header.
+    let session_update =
+        match request::token_from(req.headers(), SESSION_TOKEN_HEADER, SESSION_COOKIE) {
+            None => None,
+            Some(token) => {
+                let now = now_secs(app);
+                let mut session = app
+                    .keys()
+                    .verify_session(&token, now)
+                    .map_err(ApiError::InvalidSessionToken)?;
+                if session.consent.personalization {
+                    session.record_interest(&product.category_path(), 1);
+                    Some(
+                        app.keys()
+                            .sign_session(&session, now, app.config().session_ttl_secs)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    )
+                } else {
+                    None
+                }
+            }
+        };
+
+    let etag = format!("\"{:x}-{}\"", snapshot.revision(product), currency);
+    if session_update.is_none() && request::not_modified(req.headers(), &etag) {
+        return Ok(request::not_modified_response(&etag, CACHE_CONTROL));
+    }
+    let mut resp = request::json(StatusCode::OK, &view)?;
+    request::set_header(&mut resp, "etag", &etag)?;
+    match session_update {
+        Some(token) => {
+            request::set_header(&mut resp, SESSION_TOKEN_HEADER, &token)?;
+            // Per-shopper answer: no shared caching.
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("private, no-store"),
+            );
+        }
+        None => {
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static(CACHE_CONTROL),
+            );
+        }
+    }
+    Ok(resp)
+}
+
+/// A fast, stable (not cryptographic) hash for validators.
+fn fxhash(s: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher_like();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+fn siphasher_like() -> std::collections::hash_map::DefaultHasher {
+    // DefaultHasher::new() uses fixed keys, so validators are stable across restarts
+    // of the same build; a new build may change them, which only costs one revalidation.
+    std::collections::hash_map::DefaultHasher::new()
+}

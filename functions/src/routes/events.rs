@@ -1,0 +1,153 @@
+//! `POST /v1/events`: one Segment-style call or `{"batch": [...]}` of up to 500.
+//!
+//! Valid events are enriched (edge node, country, device, campaign, experiment variants),
+//! counted in this node's sketches and queued in the outbox for the origin; invalid ones are
+//! answered per index with reasons and not counted.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use edgefront_shared::analytics;
+use edgefront_shared::events::{self, EnrichedEvent, Enrichment};
+use edgefront_shared::recommend;
+use edgefront_shared::sketch::CounterSet;
+use http::{Request, Response, StatusCode, header};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::App;
+use crate::flush::outbox_key;
+use crate::ports::Platform;
+use crate::problem::ApiError;
+use crate::request;
+
+/// Header an adapter sets with the platform's geo country (Cloudflare sets `cf-ipcountry`).
+pub(crate) const COUNTRY_HEADERS: [&str; 2] = ["cf-ipcountry", "x-edge-country"];
+
+#[derive(Serialize)]
+struct Rejected {
+    index: usize,
+    errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    accepted: usize,
+    rejected: Vec<Rejected>,
+}
+
+/// What the outbox holds and the origin's ingest endpoint receives.
+#[derive(Serialize)]
+struct OutboxBatch<'a> {
+    batch_id: &'a str,
+    edge_node: &'a str,
+    events: &'a [EnrichedEvent],
+}
+
+fn country(req: &Request<Bytes>) -> Option<String> {
+    COUNTRY_HEADERS
+        .iter()
+        .filter_map(|h| req.headers().get(*h))
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .find(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+        .map(str::to_ascii_uppercase)
+}
+
+pub(crate) async fn ingest<P: Platform>(
+    app: &App<P>,
+    req: &Request<Bytes>,
+) -> Result<Response<Bytes>, ApiError> {
+    let body = request::checked_body(req, app.config().max_events_body_bytes, true)?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidJson(request::short_json_error(&e)))?;
+    let items: Vec<Value> = match value {
+        Value::Object(mut map) if map.contains_key("batch") => match map.remove("batch") {
+            Some(Value::Array(items)) => items,
+            _ => return Err(ApiError::InvalidJson("`batch` must be an array".to_owned())),
+        },
+        single @ Value::Object(_) => vec![single],
+        _ => {
+            return Err(ApiError::InvalidJson(
+                "expected an event object or {\"batch\": [...]}".to_owned(),
+            ));
+        }
+    };
+    if items.len() > app.config().max_batch {
+        return Err(ApiError::BatchTooLarge(app.config().max_batch));
+    }
+
+    let now_ms = app.ports.now_ms();
+    let received_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let country = country(req);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let experiment = &app.config().experiment;
+
+    let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    let mut delta = CounterSet::new();
+    for (index, item) in items.iter().enumerate() {
+        match events::parse_track(item) {
+            Ok(ev) => {
+                // The same deterministic arm the recommendations route showed this visitor.
+                let mut experiments = BTreeMap::new();
+                if let Some(visitor) = ev.anonymous_id.as_deref().or(ev.user_id.as_deref()) {
+                    experiments.insert(
+                        experiment.clone(),
+                        recommend::assign_variant(experiment, visitor)
+                            .as_str()
+                            .to_owned(),
+                    );
+                }
+                let enrichment = Enrichment {
+                    received_at,
+                    edge_node: app.ports.edge_node().to_owned(),
+                    country: country.clone(),
+                    user_agent: user_agent.clone(),
+                    experiments,
+                };
+                let enriched = events::enrich(ev, &enrichment);
+                analytics::record(&mut delta, &enriched);
+                accepted.push(enriched);
+            }
+            Err(errors) => rejected.push(Rejected {
+                index,
+                errors: errors.iter().map(ToString::to_string).collect(),
+            }),
+        }
+    }
+
+    if accepted.is_empty() {
+        let answer = serde_json::to_value(Answer {
+            accepted: 0,
+            rejected,
+        })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Err(ApiError::InvalidEvents(answer));
+    }
+
+    // Queue first, count second: if queuing fails nothing was counted and the client retries.
+    let batch_id = app.ports.random_id();
+    let batch = serde_json::to_vec(&OutboxBatch {
+        batch_id: &batch_id,
+        edge_node: app.ports.edge_node(),
+        events: &accepted,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.ports.put(&outbox_key(now_ms, &batch_id), batch).await?;
+    app.ports.record(now_ms.div_euclid(60_000), delta).await?;
+
+    request::json(
+        StatusCode::OK,
+        &Answer {
+            accepted: accepted.len(),
+            rejected,
+        },
+    )
+}
