@@ -175,7 +175,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A JSON response with `status`.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Bytes>, ApiError> {
+pub fn json<T: Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<Bytes>, ApiError> {
     let bytes = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut resp = Response::new(Bytes::from(bytes));
     *resp.status_mut() = status;

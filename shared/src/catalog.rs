@@ -5,13 +5,14 @@
 //! key, and a token index for prefix search — is computed up front. Listing a page is then a walk
 //! over a precomputed order (or a small candidate set) instead of a sort per request.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
@@ -220,6 +221,8 @@ pub struct ListQuery {
 pub struct Page<'a> {
     /// Products on this page.
     pub items: Vec<&'a Product>,
+    /// The same products as pre-serialized [`ProductView`] JSON in the requested currency.
+    pub json: Vec<&'a RawValue>,
     /// Cursor for the next page, if there is one.
     pub next_cursor: Option<String>,
 }
@@ -309,6 +312,9 @@ pub struct CatalogSnapshot {
     /// Per currency, dearest first (ties still in index order, so not a plain reverse).
     by_price_desc: HashMap<Currency, Vec<u32>>,
     promotions: Vec<Promotion>,
+    /// Per currency, each product's [`ProductView`] JSON, serialized on first use: listings and
+    /// product pages then copy bytes instead of serializing on every request.
+    json: HashMap<Currency, OnceLock<Vec<Option<Box<RawValue>>>>>,
     /// Per category prefix, its most popular active products (bounded), for recommendations.
     category_popular: HashMap<String, Vec<u32>>,
 }
@@ -437,7 +443,9 @@ impl CatalogSnapshot {
             list.sort_by_key(|&i| (-price_key(&products[i as usize], *currency), i));
         }
 
+        let json = by_price.keys().map(|c| (*c, OnceLock::new())).collect();
         Ok(CatalogSnapshot {
+            json,
             version,
             products,
             revisions,
@@ -502,6 +510,34 @@ impl CatalogSnapshot {
             .or_else(|| self.by_slug.get(id_or_slug))
             .map(|&i| &self.products[i as usize])
             .filter(|p| p.active)
+    }
+
+    /// An active product by id or slug with its JSON in `currency` (`None` for the JSON when
+    /// it is not sold in that currency).
+    pub fn get_json(
+        &self,
+        id_or_slug: &str,
+        currency: Currency,
+    ) -> Option<(&Product, Option<&RawValue>)> {
+        let i = *self
+            .by_id
+            .get(id_or_slug)
+            .or_else(|| self.by_slug.get(id_or_slug))?;
+        let p = &self.products[i as usize];
+        p.active.then(|| (p, self.json_at(i, currency)))
+    }
+
+    fn json_at(&self, i: u32, currency: Currency) -> Option<&RawValue> {
+        let cache = self.json.get(&currency)?.get_or_init(|| {
+            self.products
+                .iter()
+                .map(|p| {
+                    ProductView::new(p, currency)
+                        .and_then(|v| serde_json::value::to_raw_value(&v).ok())
+                })
+                .collect()
+        });
+        cache.get(i as usize)?.as_deref()
     }
 
     /// An active product by SKU.
@@ -589,6 +625,7 @@ impl CatalogSnapshot {
         // An unknown category or tag lists nothing.
         if matches!(category, Some(None)) || matches!(tag, Some(None)) {
             return Ok(Page {
+                json: Vec::new(),
                 items: Vec::new(),
                 next_cursor: None,
             });
@@ -606,26 +643,42 @@ impl CatalogSnapshot {
                 && scores.as_ref().is_none_or(|s| s.contains_key(&i))
         };
         let key = |i: u32| -> i128 { self.sort_key(i, sort, currency, scores.as_ref()) };
-        let after_cursor = |i: u32| -> bool {
-            cursor.is_none_or(|c| (key(i), i).cmp(&(c.key, c.tie)) == Ordering::Greater)
-        };
 
-        // The smallest candidate set decides the strategy: a short list is sorted directly,
-        // otherwise the precomputed order is walked from the cursor.
-        let smallest: Option<Vec<u32>> = match (&scores, category, tag) {
-            (Some(s), _, _) => Some(s.keys().copied().collect()),
-            (None, Some(c), Some(t)) if c.len() <= t.len() => Some(c.to_vec()),
-            (None, _, Some(t)) => Some(t.to_vec()),
-            (None, Some(c), None) if c.len() * 8 < self.products.len() => Some(c.to_vec()),
+        // Strategy: walking a precomputed order costs about (limit / density) product checks;
+        // sorting a candidate list costs one check per candidate plus the sort. Walk when the
+        // filter is dense enough, sort the smallest list otherwise. Searches always sort.
+        let n = self.products.len().max(1);
+        let dense = |len: usize| (limit + 1) * n < 2 * len * len;
+        let smallest: Option<&[u32]> = match (category, tag) {
+            (Some(c), Some(t)) => Some(if c.len() <= t.len() { c } else { t }),
+            (Some(c), None) => Some(c),
+            (None, Some(t)) => Some(t),
+            (None, None) => None,
+        };
+        let candidates: Option<Vec<u32>> = match (&scores, smallest) {
+            (Some(s), _) => Some(s.keys().copied().collect()),
+            (None, Some(list)) if !dense(list.len()) => Some(list.to_vec()),
             _ => None,
         };
 
         let mut items = Vec::with_capacity(limit + 1);
-        match smallest {
-            Some(mut candidates) => {
-                candidates.retain(|&i| keep(i) && after_cursor(i));
-                candidates.sort_unstable_by_key(|&i| (key(i), i));
-                items.extend(candidates.into_iter().take(limit + 1));
+        match candidates {
+            Some(candidates) => {
+                // Compute each key once: products are large and scattered, so a key per
+                // comparison would mean a cache miss per comparison.
+                let mut keyed: Vec<(i128, u32)> = candidates
+                    .into_iter()
+                    .filter(|&i| keep(i))
+                    .map(|i| (key(i), i))
+                    .filter(|&(k, i)| cursor.is_none_or(|c| (k, i) > (c.key, c.tie)))
+                    .collect();
+                let take = (limit + 1).min(keyed.len());
+                if take > 0 && take < keyed.len() {
+                    keyed.select_nth_unstable(take - 1);
+                    keyed.truncate(take);
+                }
+                keyed.sort_unstable();
+                items.extend(keyed.into_iter().map(|(_, i)| i));
             }
             None => {
                 let order = self.order(sort, currency);
@@ -658,6 +711,10 @@ impl CatalogSnapshot {
             None
         };
         Ok(Page {
+            json: items
+                .iter()
+                .filter_map(|&i| self.json_at(i, currency))
+                .collect(),
             items: items
                 .into_iter()
                 .map(|i| &self.products[i as usize])

@@ -1,9 +1,10 @@
 //! `GET /v1/products` and `GET /v1/products/{id-or-slug}`.
 
 use bytes::Bytes;
-use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, ProductView, Sort};
+use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Sort};
 use http::{Request, Response, StatusCode, header};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::{currency, now_secs};
 use crate::App;
@@ -16,7 +17,8 @@ const CACHE_CONTROL: &str = "public, max-age=30, stale-while-revalidate=60";
 
 #[derive(Serialize)]
 struct ListBody<'a> {
-    items: Vec<ProductView<'a>>,
+    /// Pre-serialized product views (see `CatalogSnapshot::get_json`).
+    items: Vec<&'a RawValue>,
     next_cursor: Option<String>,
     catalog_version: u64,
 }
@@ -51,11 +53,7 @@ pub(crate) async fn list<P: Platform>(
     }
     let page = snapshot.list(&query, currency)?;
     let body = ListBody {
-        items: page
-            .items
-            .iter()
-            .filter_map(|p| ProductView::new(p, currency))
-            .collect(),
+        items: page.json,
         next_cursor: page.next_cursor,
         catalog_version: snapshot.version(),
     };
@@ -76,11 +74,11 @@ pub(crate) async fn get<P: Platform>(
     let q = Query::parse(req.uri().query());
     let currency = currency(app, &q)?;
     let snapshot = app.ports.snapshot().await?;
-    let product = snapshot
-        .get(id_or_slug)
+    let (product, view) = snapshot
+        .get_json(id_or_slug, currency)
         .ok_or_else(|| ApiError::NotFound("no such product".to_owned()))?;
-    let view = ProductView::new(product, currency)
-        .ok_or_else(|| ApiError::NotFound(format!("this product is not sold in {currency}")))?;
+    let view =
+        view.ok_or_else(|| ApiError::NotFound(format!("this product is not sold in {currency}")))?;
 
     // A shopper who consented to personalization gets their interest recorded in the
     // session token; the page itself stays cacheable because the token travels in a header.
@@ -110,7 +108,7 @@ pub(crate) async fn get<P: Platform>(
     if session_update.is_none() && request::not_modified(req.headers(), &etag) {
         return Ok(request::not_modified_response(&etag, CACHE_CONTROL));
     }
-    let mut resp = request::json(StatusCode::OK, &view)?;
+    let mut resp = request::json(StatusCode::OK, view)?;
     request::set_header(&mut resp, "etag", &etag)?;
     match session_update {
         Some(token) => {
@@ -131,16 +129,12 @@ pub(crate) async fn get<P: Platform>(
     Ok(resp)
 }
 
-/// A fast, stable (not cryptographic) hash for validators.
+/// A stable (not cryptographic) hash for validators. `DefaultHasher::new()` has fixed keys, so
+/// validators survive restarts of the same build; a new build may change them, which costs only
+/// one revalidation.
 fn fxhash(s: &str) -> u64 {
     use std::hash::Hasher;
-    let mut h = siphasher_like();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     h.write(s.as_bytes());
     h.finish()
-}
-
-fn siphasher_like() -> std::collections::hash_map::DefaultHasher {
-    // DefaultHasher::new() uses fixed keys, so validators are stable across restarts
-    // of the same build; a new build may change them, which only costs one revalidation.
-    std::collections::hash_map::DefaultHasher::new()
 }
