@@ -119,20 +119,22 @@ impl<P: Platform> App<P> {
             .ok_or(ApiError::RouteNotFound)?
             .split('/')
             .collect();
+        // `/v1/products/` and `//` are not resources: no empty segment is routed.
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(ApiError::RouteNotFound);
+        }
         let method = req.method().clone();
         match (segments.as_slice(), method) {
             (["health"], Method::GET) => routes::health(self).await,
             (["products"], Method::GET) => routes::catalog::list(self, &req).await,
-            (["products", id], Method::GET) if !id.is_empty() => {
-                routes::catalog::get(self, &req, id).await
-            }
+            (["products", id], Method::GET) => routes::catalog::get(self, &req, id).await,
             (["cart"], Method::GET) => routes::cart::read(self, &req).await,
             (["cart"], Method::POST) => routes::cart::create(self, &req).await,
             (["cart", "lines"], Method::POST) => routes::cart::add_line(self, &req).await,
-            (["cart", "lines", sku], Method::PUT | Method::PATCH) if !sku.is_empty() => {
+            (["cart", "lines", sku], Method::PUT | Method::PATCH) => {
                 routes::cart::set_line(self, &req, sku).await
             }
-            (["cart", "lines", sku], Method::DELETE) if !sku.is_empty() => {
+            (["cart", "lines", sku], Method::DELETE) => {
                 routes::cart::remove_line(self, &req, sku).await
             }
             (["cart", "code"], Method::PUT) => routes::cart::set_code(self, &req).await,
