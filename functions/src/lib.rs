@@ -92,6 +92,7 @@ impl<P: Platform> App<P> {
 
     /// Handles one request. Never panics on input; every failure is a problem+json answer.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let head = req.method() == Method::HEAD;
         let mut resp = match self.route(req).await {
             Ok(resp) => resp,
             Err(err) => {
@@ -109,6 +110,12 @@ impl<P: Platform> App<P> {
         );
         h.entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
+        if head {
+            let len = resp.body().len();
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            *resp.body_mut() = Bytes::new();
+        }
         resp
     }
 
@@ -123,7 +130,11 @@ impl<P: Platform> App<P> {
         if segments.iter().any(|s| s.is_empty()) {
             return Err(ApiError::RouteNotFound);
         }
-        let method = req.method().clone();
+        // HEAD is answered as GET; the adapter sends the headers without the body.
+        let method = match req.method() {
+            &Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
         match (segments.as_slice(), method) {
             (["health"], Method::GET) => routes::health(self).await,
             (["products"], Method::GET) => routes::catalog::list(self, &req).await,

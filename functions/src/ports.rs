@@ -56,7 +56,7 @@ pub trait Counters {
     async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError>;
     /// All buckets from `from` to `to` (inclusive), merged.
     async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError>;
-    /// Trending products over the recent past; may be cached for a few seconds.
+    /// Trending products over the last hour; may be cached within the current minute.
     async fn trending(&self, now_minute: i64) -> Result<Trending, PortError>;
     /// Takes the encoded pending delta (per-minute buckets) for a flush to the origin.
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError>;

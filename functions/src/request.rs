@@ -131,10 +131,24 @@ pub fn checked_body(
     Ok(body)
 }
 
-/// Parses a JSON body of type `T` under a size limit.
+/// Parses a JSON object body of type `T` under a size limit.
 pub fn json_body<T: DeserializeOwned>(req: &Request<Bytes>, limit: usize) -> Result<T, ApiError> {
     let body = checked_body(req, limit, false)?;
+    // serde reads a derived struct from an array too (fields by position); the API takes
+    // objects only, so `["SKU-1", 2]` must not pass for `{"sku": "SKU-1", "quantity": 2}`.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidJson("expected a JSON object".to_owned()));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(short_json_error(&e)))
+}
+
+/// Percent-decodes one path segment (`p%2D000001` is `p-000001`, RFC 3986); segments that do
+/// not decode to UTF-8 or are longer than 128 bytes name nothing.
+pub fn path_segment(segment: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
+    (!decoded.is_empty() && decoded.len() <= 128).then(|| decoded.into_owned())
 }
 
 /// A JSON error message without echoing input back.

@@ -25,7 +25,7 @@ pub const CHECKOUTS_STARTED: &str = "checkouts_started";
 pub const ORDERS_COMPLETED: &str = "orders_completed";
 /// Products Searched events.
 pub const SEARCHES: &str = "searches";
-/// Trending sketch of product views, keyed by product id.
+/// Trending sketch of product views, keyed by product id (the edge resolves SKU-only events).
 pub const TRENDING_PRODUCTS: &str = "trending_products";
 
 /// Funnel steps in order: (step name, the event that reaches it).
@@ -64,7 +64,7 @@ pub fn record(set: &mut CounterSet, ev: &EnrichedEvent) {
     }
     if ev.name == EventName::ProductViewed
         && let Properties::Product(p) = &ev.properties
-        && let Some(id) = p.product.product_id.as_deref().or(p.product.sku.as_deref())
+        && let Some(id) = p.product.product_id.as_deref()
     {
         set.add_trending(TRENDING_PRODUCTS, id, 1);
     }

@@ -173,13 +173,9 @@ pub(crate) async fn clear_code<P: Platform>(
     respond(app, StatusCode::OK, &cart, &snapshot)
 }
 
-/// Percent-decodes a path segment (SKUs may contain reserved characters).
+/// The SKU named by a path segment.
 fn decode_segment(segment: &str) -> Result<String, ApiError> {
-    let decoded = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| ApiError::NotFound("no such cart line".to_owned()))?;
-    if decoded.is_empty() || decoded.len() > 64 {
-        return Err(ApiError::NotFound("no such cart line".to_owned()));
-    }
-    Ok(decoded.into_owned())
+    request::path_segment(segment)
+        .filter(|sku| sku.len() <= 64)
+        .ok_or_else(|| ApiError::NotFound("no such cart line".to_owned()))
 }

@@ -74,9 +74,11 @@ pub(crate) async fn get<P: Platform>(
     let q = Query::parse(req.uri().query());
     let currency = currency(app, &q)?;
     let snapshot = app.ports.snapshot().await?;
+    let not_found = || ApiError::NotFound("no such product".to_owned());
+    let id_or_slug = request::path_segment(id_or_slug).ok_or_else(not_found)?;
     let (product, view) = snapshot
-        .get_json(id_or_slug, currency)
-        .ok_or_else(|| ApiError::NotFound("no such product".to_owned()))?;
+        .get_json(&id_or_slug, currency)
+        .ok_or_else(not_found)?;
     let view =
         view.ok_or_else(|| ApiError::NotFound(format!("this product is not sold in {currency}")))?;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use edgefront_shared::analytics;
-use edgefront_shared::events::{self, EnrichedEvent, Enrichment};
+use edgefront_shared::events::{self, EnrichedEvent, Enrichment, Properties};
 use edgefront_shared::recommend;
 use edgefront_shared::sketch::CounterSet;
 use http::{Request, Response, StatusCode, header};
@@ -88,6 +88,7 @@ pub(crate) async fn ingest<P: Platform>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let experiment = &app.config().experiment;
+    let snapshot = app.ports.snapshot().await?;
 
     let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
@@ -112,7 +113,18 @@ pub(crate) async fn ingest<P: Platform>(
                     user_agent: user_agent.clone(),
                     experiments,
                 };
-                let enriched = events::enrich(ev, &enrichment);
+                let mut enriched = events::enrich(ev, &enrichment);
+                // Counters are keyed by product id: resolve an event that names only its SKU.
+                if let Properties::Product(props) = &mut enriched.properties
+                    && props.product.product_id.is_none()
+                    && let Some(p) = props
+                        .product
+                        .sku
+                        .as_deref()
+                        .and_then(|s| snapshot.by_sku(s))
+                {
+                    props.product.product_id = Some(p.id.clone());
+                }
                 analytics::record(&mut delta, &enriched);
                 accepted.push(enriched);
             }

@@ -16,8 +16,9 @@ use crate::request::{self, SESSION_COOKIE, SESSION_TOKEN_HEADER};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
+    /// Absent: a new session gets no consent, a renewed one keeps what it had.
     #[serde(default)]
-    consent: Consent,
+    consent: Option<Consent>,
 }
 
 #[derive(Serialize)]
@@ -32,9 +33,7 @@ pub(crate) async fn create<P: Platform>(
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
     let body: SessionBody = if req.body().is_empty() {
-        SessionBody {
-            consent: Consent::default(),
-        }
+        SessionBody { consent: None }
     } else {
         request::json_body(req, app.config().max_body_bytes)?
     };
@@ -48,11 +47,13 @@ pub(crate) async fn create<P: Platform>(
             .map_err(ApiError::InvalidSessionToken)?,
         None => SessionClaims {
             visitor_id: app.ports.random_id(),
-            consent: body.consent,
+            consent: Consent::default(),
             affinity: BTreeMap::new(),
         },
     };
-    session.consent = body.consent;
+    if let Some(consent) = body.consent {
+        session.consent = consent;
+    }
     if !session.consent.personalization {
         session.affinity.clear();
     }
