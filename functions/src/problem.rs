@@ -12,15 +12,6 @@ use serde::Serialize;
 
 use crate::ports::PortError;
 
-/// A per-item validation failure, e.g. one event of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldProblem {
-    /// Dotted path of the offending field.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
 /// Everything a handler can answer other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -63,9 +54,6 @@ pub enum ApiError {
     /// 403 `forbidden`: the token's role may not do this.
     #[error("this role may not access this resource")]
     Forbidden,
-    /// 422 `validation_failed`: the body parsed but breaks a rule.
-    #[error("{0}")]
-    Validation(String, Vec<FieldProblem>),
     /// 422 `invalid_events`: no event of the request is valid; the body keeps the
     /// `accepted`/`rejected` members of the events answer.
     #[error("no event in the request is valid")]
@@ -118,7 +106,6 @@ impl ApiError {
             ApiError::InvalidSessionToken(_) => (S::UNAUTHORIZED, "invalid_session_token"),
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
-            ApiError::Validation(..) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::InvalidEvents(_) => (S::UNPROCESSABLE_ENTITY, "invalid_events"),
             ApiError::Cart(e) => match e {
                 CartError::UnknownSku(_) => (S::UNPROCESSABLE_ENTITY, "unknown_sku"),
@@ -155,17 +142,12 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Internal(_) => None,
             other => Some(other.to_string()),
         };
-        let errors = match self {
-            ApiError::Validation(_, errors) if !errors.is_empty() => Some(errors.as_slice()),
-            _ => None,
-        };
         let body = ProblemBody {
             kind: format!("https://edgefront.dev/problems/{code}"),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             code,
             detail,
-            errors,
             extensions: match self {
                 ApiError::InvalidEvents(v) => Some(v),
                 _ => None,
@@ -196,8 +178,6 @@ struct ProblemBody<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldProblem]>,
     /// Extension members (RFC 9457 §3.2).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     extensions: Option<&'a serde_json::Value>,
