@@ -28,20 +28,37 @@ pub const SEARCHES: &str = "searches";
 /// Trending sketch of product views, keyed by product id (the edge resolves SKU-only events).
 pub const TRENDING_PRODUCTS: &str = "trending_products";
 
-/// Funnel steps in order: (step name, the event that reaches it).
-pub const FUNNEL: [(&str, EventName); 4] = [
-    ("viewed_product", EventName::ProductViewed),
-    ("added_to_cart", EventName::ProductAdded),
-    ("started_checkout", EventName::CheckoutStarted),
-    ("completed_order", EventName::OrderCompleted),
+/// Funnel steps in order: (step name, its unique-visitors metric, the event that reaches it).
+pub const FUNNEL: [(&str, &str, EventName); 4] = [
+    (
+        "viewed_product",
+        "funnel:viewed_product",
+        EventName::ProductViewed,
+    ),
+    (
+        "added_to_cart",
+        "funnel:added_to_cart",
+        EventName::ProductAdded,
+    ),
+    (
+        "started_checkout",
+        "funnel:started_checkout",
+        EventName::CheckoutStarted,
+    ),
+    (
+        "completed_order",
+        "funnel:completed_order",
+        EventName::OrderCompleted,
+    ),
 ];
 
-fn funnel_metric(step: &str) -> String {
-    format!("funnel:{step}")
-}
-
-fn experiment_metric(name: &str, variant: &str, what: &str) -> String {
-    format!("exp:{name}:{variant}:{what}")
+/// Writes `exp:{name}:{variant}:{what}` into `buf`, reusing its allocation.
+fn experiment_metric<'b>(buf: &'b mut String, name: &str, variant: &str, what: &str) -> &'b str {
+    buf.clear();
+    for part in ["exp:", name, ":", variant, ":", what] {
+        buf.push_str(part);
+    }
+    buf
 }
 
 /// Feeds one accepted event into a counter set.
@@ -69,13 +86,20 @@ pub fn record(set: &mut CounterSet, ev: &EnrichedEvent) {
         set.add_trending(TRENDING_PRODUCTS, id, 1);
     }
     if let Some(v) = visitor {
-        if let Some((step, _)) = FUNNEL.iter().find(|(_, name)| *name == ev.name) {
-            set.add_unique(&funnel_metric(step), v);
+        if let Some((_, metric, _)) = FUNNEL.iter().find(|(_, _, name)| *name == ev.name) {
+            set.add_unique(metric, v);
         }
+        let mut buf = String::new();
         for (experiment, variant) in &ev.experiments {
-            set.add_unique(&experiment_metric(experiment, variant, "visitors"), v);
+            set.add_unique(
+                experiment_metric(&mut buf, experiment, variant, "visitors"),
+                v,
+            );
             if ev.name == EventName::OrderCompleted {
-                set.add_unique(&experiment_metric(experiment, variant, "converted"), v);
+                set.add_unique(
+                    experiment_metric(&mut buf, experiment, variant, "converted"),
+                    v,
+                );
             }
         }
     }
@@ -149,8 +173,8 @@ pub struct Report {
 pub fn report(set: &mut CounterSet, top: usize) -> Report {
     let mut funnel = Vec::with_capacity(FUNNEL.len());
     let mut previous: Option<f64> = None;
-    for (step, _) in FUNNEL {
-        let visitors = set.uniques(&funnel_metric(step));
+    for (step, metric, _) in FUNNEL {
+        let visitors = set.uniques(metric);
         let conversion_from_previous = previous
             .filter(|p| *p > 0.0)
             .map(|p| (visitors.estimate / p).min(1.0));
@@ -172,10 +196,11 @@ pub fn report(set: &mut CounterSet, top: usize) -> Report {
             Some((name.to_owned(), variant.to_owned()))
         })
         .collect();
+    let mut buf = String::new();
     for (name, variant) in arms {
         let arm = Arm {
-            visitors: set.uniques(&experiment_metric(&name, &variant, "visitors")),
-            converted: set.uniques(&experiment_metric(&name, &variant, "converted")),
+            visitors: set.uniques(experiment_metric(&mut buf, &name, &variant, "visitors")),
+            converted: set.uniques(experiment_metric(&mut buf, &name, &variant, "converted")),
         };
         experiments.entry(name).or_default().insert(variant, arm);
     }
