@@ -39,20 +39,8 @@ fn routes(c: &mut Criterion) {
     });
 
     // Events: a batch of 100 realistic events per request; throughput is per event.
-    let batch: Vec<serde_json::Value> = (0..100)
-        .map(|i| {
-            json!({
-                "type": "track", "event": "Product Viewed",
-                "anonymousId": format!("visitor-{}", i % 37),
-                "messageId": format!("msg-{i}"),
-                "timestamp": "2026-11-27T00:00:00.000Z",
-                "context": {"userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
-                            "page": {"url": "https://shop.example/p?utm_source=news&utm_medium=email"}},
-                "properties": {"product_id": format!("p-{:06}", i * 7), "price": 19.99,
-                               "currency": "EUR", "category": "apparel/hoodies"}
-            })
-        })
-        .collect();
+    let batch: Vec<serde_json::Value> =
+        (0..100).map(edgefront_shared::events::demo_event).collect();
     let body = Bytes::from(serde_json::to_vec(&json!({ "batch": batch })).expect("json"));
     let mut group = c.benchmark_group("events");
     group.throughput(Throughput::Elements(100));

@@ -10,6 +10,9 @@ use crate::ports::{Platform, PortError};
 
 /// Key prefix of queued event batches; keys sort by enqueue time.
 pub const OUTBOX_PREFIX: &str = "outbox/events/";
+/// Key prefix of batches the origin refused for good, kept for inspection instead of blocking
+/// every later batch.
+pub const DEAD_LETTER_PREFIX: &str = "outbox/dead/";
 /// Batches sent per flush, so one flush stays short.
 const BATCHES_PER_FLUSH: usize = 64;
 
@@ -20,6 +23,8 @@ pub struct FlushReport {
     pub batches_sent: usize,
     /// Batches still queued.
     pub batches_left: usize,
+    /// Batches the origin refused for good, moved to the dead-letter prefix.
+    pub batches_dead: usize,
     /// Whether a sketch delta was acknowledged.
     pub sketches_sent: bool,
     /// The first failure, if any (the rest will be retried).
@@ -69,10 +74,18 @@ async fn send_batches<P: Platform>(ports: &P, report: &mut FlushReport) -> Resul
         let Some(batch) = ports.get(&key).await? else {
             continue;
         };
-        // Stop at the first failure: order is kept and the origin gets a rest.
-        ports.send_events(batch).await?;
+        match ports.send_events(batch.clone()).await {
+            Ok(()) => report.batches_sent += 1,
+            Err(PortError::Rejected(reason)) => {
+                let dead = key.replacen(OUTBOX_PREFIX, DEAD_LETTER_PREFIX, 1);
+                ports.put(&dead, batch).await?;
+                report.batches_dead += 1;
+                report.error.get_or_insert(PortError::Rejected(reason));
+            }
+            // Stop at the first transient failure: order is kept and the origin gets a rest.
+            Err(e) => return Err(e),
+        }
         ports.delete(&key).await?;
-        report.batches_sent += 1;
     }
     Ok(())
 }

@@ -57,6 +57,10 @@ impl Default for Config {
     }
 }
 
+/// Headers carrying the platform's geo country (Cloudflare sets `cf-ipcountry`; other adapters
+/// set `x-edge-country`). Adapters must strip client-sent copies where the platform does not.
+pub const GEO_HEADERS: [&str; 2] = ["cf-ipcountry", "x-edge-country"];
+
 /// Detail of a 5xx answer, left in the response's extensions for the adapter to log.
 #[derive(Debug, Clone)]
 pub struct InternalDetail(pub String);

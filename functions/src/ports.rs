@@ -23,6 +23,9 @@ pub enum PortError {
     /// No catalog has been published yet.
     #[error("no catalog published")]
     NoCatalog,
+    /// The peer refused this payload for good (a 4xx other than 408/429): retrying cannot help.
+    #[error("rejected: {0}")]
+    Rejected(String),
 }
 
 /// Read access to the current catalog snapshot.

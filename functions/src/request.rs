@@ -151,10 +151,17 @@ pub fn path_segment(segment: &str) -> Option<String> {
     (!decoded.is_empty() && decoded.len() <= 128).then(|| decoded.into_owned())
 }
 
-/// A JSON error message without echoing input back.
+/// A JSON error message that says what and where, without echoing any input back (serde's own
+/// messages quote offending values).
 pub fn short_json_error(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    msg.chars().take(200).collect()
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "the body could not be read",
+        Category::Syntax => "the body is not well-formed JSON",
+        Category::Eof => "the body ends in the middle of a JSON value",
+        Category::Data => "a field is missing, unknown, or of the wrong type",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 /// A header value, or the named cookie, as text.

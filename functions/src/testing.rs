@@ -3,15 +3,18 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
+
+use async_trait::async_trait;
 
 use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{CatalogSnapshot, demo_catalog};
 use edgefront_shared::tokens::Keyring;
 
-use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv, NoOrigin};
-use crate::ports::{Environment, Ports};
+use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
+use crate::ports::{Environment, Origin, PortError, Ports};
 use crate::{App, Config};
 
 /// A clock that moves only when told, and ids from a counter.
@@ -48,8 +51,105 @@ impl Environment for ManualEnv {
     }
 }
 
+/// An origin that records what it is sent, and can be told to refuse.
+#[derive(Debug)]
+pub struct RecordingOrigin {
+    events: Mutex<Vec<Vec<u8>>>,
+    sketches: Mutex<Vec<(String, Vec<u8>)>>,
+    down: AtomicBool,
+    event_budget: AtomicUsize,
+    rejections: AtomicUsize,
+}
+
+impl Default for RecordingOrigin {
+    fn default() -> Self {
+        RecordingOrigin {
+            events: Mutex::new(Vec::new()),
+            sketches: Mutex::new(Vec::new()),
+            down: AtomicBool::new(false),
+            event_budget: AtomicUsize::new(usize::MAX),
+            rejections: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl RecordingOrigin {
+    /// Refuse (or accept again) every call.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Accept only `n` more event batches, then refuse them.
+    pub fn set_event_budget(&self, n: usize) {
+        self.event_budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Refuse the next `n` event batches for good (as a 4xx would).
+    pub fn set_rejecting(&self, n: usize) {
+        self.rejections.store(n, Ordering::SeqCst);
+    }
+
+    /// Event batches received (JSON bodies), in order.
+    pub fn event_batches(&self) -> Vec<Vec<u8>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sketch deltas received: (edge node, encoded windows), in order.
+    pub fn sketch_deltas(&self) -> Vec<(String, Vec<u8>)> {
+        self.sketches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl Origin for RecordingOrigin {
+    fn configured(&self) -> bool {
+        true
+    }
+
+    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+        let rejected = self
+            .rejections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if rejected {
+            return Err(PortError::Rejected("origin answered 400".into()));
+        }
+        let refused = self.down.load(Ordering::SeqCst)
+            || self
+                .event_budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err();
+        if refused {
+            return Err(PortError::Unavailable("origin refused".into()));
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(batch_json);
+        Ok(())
+    }
+
+    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PortError::Unavailable("origin refused".into()));
+        }
+        self.sketches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((edge_node.to_owned(), encoded));
+        Ok(())
+    }
+}
+
 /// Ports of an in-process test app.
-pub type TestPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, NoOrigin, ManualEnv>;
+pub type TestPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>;
 
 /// 2026-11-27T00:00:00Z, the tests' "now".
 pub const TEST_NOW_MS: i64 = 1_795_737_600_000;
@@ -63,8 +163,17 @@ pub fn test_keys() -> Keyring {
     .unwrap_or_else(|e| panic!("test key: {e}"))
 }
 
-/// An app over memory ports with `products` demo products and the demo promotions.
+/// An app over memory ports with `products` demo products, the demo promotions and a
+/// [`RecordingOrigin`].
 pub fn test_app(products: usize) -> App<TestPorts> {
+    test_app_with(products, RecordingOrigin::default())
+}
+
+/// The same app with another origin component (e.g. `memory::NoOrigin`).
+pub fn test_app_with<O: Origin + crate::ports::MaybeSync>(
+    products: usize,
+    origin: O,
+) -> App<Ports<MemoryCatalog, MemoryKv, MemoryCounters, O, ManualEnv>> {
     let snapshot =
         CatalogSnapshot::build_with_promotions(1, demo_catalog(products, 42), demo_promotions())
             .unwrap_or_else(|e| panic!("demo catalog: {e}"));
@@ -73,7 +182,7 @@ pub fn test_app(products: usize) -> App<TestPorts> {
         catalog: MemoryCatalog::new(snapshot),
         kv: MemoryKv::new(),
         counters: MemoryCounters::new(config.counter_retention_minutes),
-        origin: NoOrigin,
+        origin,
         env: ManualEnv::new(TEST_NOW_MS),
     };
     App::new(ports, test_keys(), config)

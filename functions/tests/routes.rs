@@ -2,19 +2,19 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use edgefront_functions::flush::{self, FlushReport, OUTBOX_PREFIX};
-use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
-use edgefront_functions::ports::{Environment, KeyValue, Origin, Platform, PortError, Ports};
-use edgefront_functions::testing::{ManualEnv, TEST_NOW_MS, run_ready, test_app, test_keys};
+use edgefront_functions::memory::NoOrigin;
+use edgefront_functions::ports::{Counters, Environment, KeyValue, Platform, PortError};
+use edgefront_functions::testing::{
+    RecordingOrigin, TEST_NOW_MS, TestPorts, run_ready, test_app, test_app_with, test_keys,
+};
 use edgefront_functions::{App, Config};
-use edgefront_shared::cart::demo_promotions;
-use edgefront_shared::catalog::{CatalogSnapshot, Product, demo_catalog};
+use edgefront_shared::catalog::{CatalogSnapshot, Product};
 use edgefront_shared::money::Currency;
 use edgefront_shared::sketch::Windows;
 use edgefront_shared::tokens::{
@@ -1858,8 +1858,14 @@ fn a_bad_session_token_is_a_401_invalid_session_token_problem() {
     sig[0] = if sig[0] == 'A' { 'B' } else { 'A' };
     let tampered = format!("{signed}.{}", sig.into_iter().collect::<String>());
     let product = format!("/v1/products/{}", products(&snapshot(&app), |_| true)[0].id);
-    for bad in [expired, forged, cart_token, tampered, "garbage".to_owned()] {
-        send(
+    for bad in [
+        expired.clone(),
+        forged,
+        cart_token,
+        tampered,
+        "garbage".to_owned(),
+    ] {
+        let renewal = send(
             &app,
             request(
                 Method::POST,
@@ -1870,8 +1876,14 @@ fn a_bad_session_token_is_a_401_invalid_session_token_problem() {
                 ],
                 "{}",
             ),
-        )
-        .problem(401, "invalid_session_token");
+        );
+        if bad == expired {
+            // An expired session is replaced by a fresh one rather than locking the shopper out.
+            let fresh = renewal.ok(200);
+            assert_ne!(fresh["visitor_id"], claims.visitor_id.as_str());
+        } else {
+            renewal.problem(401, "invalid_session_token");
+        }
         get_with(&app, &product, &[("x-session-token", &bad)])
             .problem(401, "invalid_session_token");
         get_with(&app, "/v1/recommendations", &[("x-session-token", &bad)])
@@ -2661,93 +2673,26 @@ fn the_experiment_arm_in_queued_events_is_the_one_recommendations_showed() {
 // Flush to the origin
 // ---------------------------------------------------------------------------------------------
 
-/// An origin that records what it receives, and can be told to fail.
-#[derive(Debug)]
-struct RecordingOrigin {
-    events: Mutex<Vec<Vec<u8>>>,
-    sketches: Mutex<Vec<(String, Vec<u8>)>>,
-    /// Refuse everything.
-    down: AtomicBool,
-    /// Event batches still accepted before refusing them.
-    event_budget: AtomicUsize,
+fn app_with_origin() -> App<TestPorts> {
+    test_app(200)
 }
 
-impl RecordingOrigin {
-    fn new() -> Self {
-        RecordingOrigin {
-            events: Mutex::new(Vec::new()),
-            sketches: Mutex::new(Vec::new()),
-            down: AtomicBool::new(false),
-            event_budget: AtomicUsize::new(usize::MAX),
-        }
-    }
-
-    fn received_events(&self) -> Vec<Value> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| serde_json::from_slice(b).unwrap())
-            .collect()
-    }
-
-    /// Every sketch delta received, merged.
-    fn received_sketches(&self) -> Windows {
-        let mut all = Windows::new(24 * 60);
-        for (node, encoded) in self.sketches.lock().unwrap().iter() {
-            assert_eq!(node, "test");
-            all.merge(&Windows::decode(encoded).unwrap()).unwrap();
-        }
-        all
-    }
+fn received_events(origin: &RecordingOrigin) -> Vec<Value> {
+    origin
+        .event_batches()
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
 }
 
-#[async_trait::async_trait]
-impl Origin for RecordingOrigin {
-    fn configured(&self) -> bool {
-        true
+/// Every sketch delta received, merged.
+fn received_sketches(origin: &RecordingOrigin) -> Windows {
+    let mut all = Windows::new(24 * 60);
+    for (node, encoded) in origin.sketch_deltas() {
+        assert_eq!(node, "test");
+        all.merge(&Windows::decode(&encoded).unwrap()).unwrap();
     }
-
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        if self.down.load(Ordering::SeqCst)
-            || self
-                .event_budget
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err()
-        {
-            return Err(PortError::Unavailable("origin refused".into()));
-        }
-        self.events.lock().unwrap().push(batch_json);
-        Ok(())
-    }
-
-    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(PortError::Unavailable("origin refused".into()));
-        }
-        self.sketches
-            .lock()
-            .unwrap()
-            .push((edge_node.to_owned(), encoded));
-        Ok(())
-    }
-}
-
-type OriginPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>;
-
-fn app_with_origin() -> App<OriginPorts> {
-    let config = Config::default();
-    let snapshot =
-        CatalogSnapshot::build_with_promotions(1, demo_catalog(200, 42), demo_promotions())
-            .unwrap();
-    let ports = Ports {
-        catalog: MemoryCatalog::new(snapshot),
-        kv: MemoryKv::new(),
-        counters: MemoryCounters::new(config.counter_retention_minutes),
-        origin: RecordingOrigin::new(),
-        env: ManualEnv::new(TEST_NOW_MS),
-    };
-    App::new(ports, test_keys(), config)
+    all
 }
 
 /// The sum of a metric's exact counts over every bucket.
@@ -2783,6 +2728,7 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
     assert_eq!(
         report,
         FlushReport {
+            batches_dead: 0,
             batches_sent: 3,
             batches_left: 0,
             sketches_sent: true,
@@ -2791,7 +2737,7 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
     );
     assert!(app.ports.kv.is_empty(), "the outbox is emptied");
 
-    let batches = app.ports.origin.received_events();
+    let batches = received_events(&app.ports.origin);
     assert_eq!(batches.len(), 3);
     let sizes: Vec<usize> = batches
         .iter()
@@ -2803,7 +2749,7 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
         assert!(b["batch_id"].is_string());
     }
 
-    let delta = app.ports.origin.received_sketches();
+    let delta = received_sketches(&app.ports.origin);
     assert_eq!(delta.len(), 2, "one bucket per minute with events");
     assert_eq!(total(&delta, "events"), 8);
     assert_eq!(total(&delta, "product_views"), 5);
@@ -2815,8 +2761,8 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
     // Nothing new: the next flush sends nothing.
     let again = run_ready(flush::flush(&app.ports));
     assert_eq!(again, FlushReport::default());
-    assert_eq!(app.ports.origin.received_events().len(), 3);
-    assert_eq!(app.ports.origin.sketches.lock().unwrap().len(), 1);
+    assert_eq!(received_events(&app.ports.origin).len(), 3);
+    assert_eq!(app.ports.origin.sketch_deltas().len(), 1);
 }
 
 #[test]
@@ -2837,7 +2783,7 @@ fn when_the_origin_fails_nothing_is_lost_and_the_next_flush_delivers_the_same_to
     );
     let live = counters(&app, "15m");
 
-    app.ports.origin.down.store(true, Ordering::SeqCst);
+    app.ports.origin.set_down(true);
     for _ in 0..2 {
         let failed = run_ready(flush::flush(&app.ports));
         assert_eq!(failed.batches_sent, 0);
@@ -2849,14 +2795,15 @@ fn when_the_origin_fails_nothing_is_lost_and_the_next_flush_delivers_the_same_to
         );
         assert_eq!(app.ports.kv.len(), 2, "outbox entries stay");
     }
-    assert!(app.ports.origin.received_events().is_empty());
-    assert!(app.ports.origin.sketches.lock().unwrap().is_empty());
+    assert!(received_events(&app.ports.origin).is_empty());
+    assert!(app.ports.origin.sketch_deltas().is_empty());
 
-    app.ports.origin.down.store(false, Ordering::SeqCst);
+    app.ports.origin.set_down(false);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(
         report,
         FlushReport {
+            batches_dead: 0,
             batches_sent: 2,
             batches_left: 0,
             sketches_sent: true,
@@ -2864,18 +2811,15 @@ fn when_the_origin_fails_nothing_is_lost_and_the_next_flush_delivers_the_same_to
         }
     );
     assert!(app.ports.kv.is_empty());
-    let events: Vec<Value> = app
-        .ports
-        .origin
-        .received_events()
+    let events: Vec<Value> = received_events(&app.ports.origin)
         .iter()
         .flat_map(|b| b["events"].as_array().unwrap().clone())
         .collect();
     assert_eq!(events.len(), 8);
 
     // The restored delta arrives once, with the same totals the node counted.
-    assert_eq!(app.ports.origin.sketches.lock().unwrap().len(), 1);
-    let delta = app.ports.origin.received_sketches();
+    assert_eq!(app.ports.origin.sketch_deltas().len(), 1);
+    let delta = received_sketches(&app.ports.origin);
     assert_eq!(total(&delta, "events"), exact(&live["events"]));
     assert_eq!(total(&delta, "product_views"), 5);
     assert_eq!(total(&delta, "add_to_cart"), 3);
@@ -2893,7 +2837,7 @@ fn events_counted_after_a_failed_flush_join_the_restored_delta() {
             .map(|i| viewed(&format!("v{i}"), "p-000001"))
             .collect(),
     );
-    app.ports.origin.down.store(true, Ordering::SeqCst);
+    app.ports.origin.set_down(true);
     assert!(run_ready(flush::flush(&app.ports)).error.is_some());
     app.ports.env.advance_ms(120_000);
     post_batch(
@@ -2903,11 +2847,11 @@ fn events_counted_after_a_failed_flush_join_the_restored_delta() {
             .collect(),
     );
 
-    app.ports.origin.down.store(false, Ordering::SeqCst);
+    app.ports.origin.set_down(false);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report.batches_sent, 2);
     assert!(report.sketches_sent);
-    let delta = app.ports.origin.received_sketches();
+    let delta = received_sketches(&app.ports.origin);
     assert_eq!(total(&delta, "product_views"), 6);
     assert!((visitors_estimate(&delta) - 6.0).abs() <= 1.0);
 }
@@ -2923,7 +2867,7 @@ fn a_flush_that_fails_midway_keeps_the_unsent_batches_in_order() {
                 .collect(),
         );
     }
-    app.ports.origin.event_budget.store(1, Ordering::SeqCst);
+    app.ports.origin.set_event_budget(1);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report.batches_sent, 1);
     assert_eq!(report.batches_left, 2);
@@ -2934,18 +2878,12 @@ fn a_flush_that_fails_midway_keeps_the_unsent_batches_in_order() {
     );
     assert_eq!(app.ports.kv.len(), 2);
 
-    app.ports
-        .origin
-        .event_budget
-        .store(usize::MAX, Ordering::SeqCst);
+    app.ports.origin.set_event_budget(usize::MAX);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report.batches_sent, 2);
     assert_eq!(report.batches_left, 0);
     assert!(report.error.is_none());
-    let sizes: Vec<usize> = app
-        .ports
-        .origin
-        .received_events()
+    let sizes: Vec<usize> = received_events(&app.ports.origin)
         .iter()
         .map(|b| b["events"].as_array().unwrap().len())
         .collect();
@@ -2953,12 +2891,38 @@ fn a_flush_that_fails_midway_keeps_the_unsent_batches_in_order() {
 }
 
 #[test]
-fn an_edge_without_an_origin_keeps_its_outbox_on_flush() {
-    let app = test_app(PRODUCTS);
+fn a_batch_the_origin_refuses_for_good_is_dead_lettered_and_does_not_block_the_next() {
+    let app = app_with_origin();
+    post_batch(&app, vec![viewed("v1", "p-000001")]);
+    app.ports.env.advance_ms(1);
+    post_batch(&app, vec![viewed("v2", "p-000002")]);
+    app.ports.origin.set_rejecting(1);
+    let report = run_ready(flush::flush(&app.ports));
+    assert_eq!(report.batches_dead, 1);
+    assert_eq!(report.batches_sent, 1);
+    assert_eq!(report.batches_left, 0);
+    let dead = run_ready(app.ports.list(flush::DEAD_LETTER_PREFIX, 10)).unwrap();
+    assert_eq!(dead.len(), 1);
+    let delivered = received_events(&app.ports.origin);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["events"][0]["anonymous_id"], "v2");
+}
+
+#[test]
+fn an_edge_without_an_origin_counts_events_but_queues_nothing() {
+    let app = test_app_with(PRODUCTS, NoOrigin);
     post_batch(&app, vec![viewed("v", "p-000001")]);
+    assert_eq!(app.ports.kv.len(), 0);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report, FlushReport::default());
-    assert_eq!(app.ports.kv.len(), 1);
+    let mut set = run_ready(
+        app.ports
+            .counters
+            .window(TEST_NOW_MS / 60_000 - 1, TEST_NOW_MS / 60_000),
+    )
+    .unwrap();
+    assert_eq!(set.count("product_views"), 1);
+    assert!(set.uniques("visitors").estimate > 0.5);
 }
 
 // ---------------------------------------------------------------------------------------------

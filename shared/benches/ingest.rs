@@ -8,27 +8,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use edgefront_shared::analytics;
 use edgefront_shared::events::{self, Enrichment};
 use edgefront_shared::sketch::CounterSet;
-use serde_json::{Value, json};
-
-fn sample_events(n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| {
-            json!({
-                "type": "track", "event": if i % 5 == 0 { "Product Added" } else { "Product Viewed" },
-                "anonymousId": format!("visitor-{}", i % 37),
-                "messageId": format!("msg-{i}"),
-                "timestamp": "2026-11-27T00:00:00.000Z",
-                "context": {"userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
-                            "page": {"url": "https://shop.example/p?utm_source=news&utm_medium=email"}},
-                "properties": {"product_id": format!("p-{:06}", i * 7), "price": 19.99,
-                               "quantity": 1, "currency": "EUR", "category": "apparel/hoodies"}
-            })
-        })
-        .collect()
-}
+use serde_json::Value;
 
 fn ingest(c: &mut Criterion) {
-    let batch = sample_events(100);
+    let batch: Vec<Value> = (0..100).map(events::demo_event).collect();
     let text: Vec<Vec<u8>> = batch
         .iter()
         .map(|v| serde_json::to_vec(v).expect("json"))
@@ -49,7 +32,7 @@ fn ingest(c: &mut Criterion) {
                 for v in events {
                     if let Ok(ev) = events::parse_track_owned(v) {
                         let enriched = events::enrich(ev, &enrichment);
-                        analytics::record(&mut set, &enriched);
+                        analytics::record(&mut set, &enriched, |_| true);
                     }
                 }
                 set

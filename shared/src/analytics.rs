@@ -61,8 +61,10 @@ fn experiment_metric<'b>(buf: &'b mut String, name: &str, variant: &str, what: &
     buf
 }
 
-/// Feeds one accepted event into a counter set.
-pub fn record(set: &mut CounterSet, ev: &EnrichedEvent) {
+/// Feeds one accepted event into a counter set. `is_product` says whether a product id exists in
+/// the catalog: only real products enter the trending sketch, so a client cannot plant
+/// arbitrary strings in the marketers' top products.
+pub fn record(set: &mut CounterSet, ev: &EnrichedEvent, is_product: impl Fn(&str) -> bool) {
     set.add_count(EVENTS, 1);
     let visitor = ev.anonymous_id.as_deref().or(ev.user_id.as_deref());
     if let Some(v) = visitor {
@@ -82,6 +84,7 @@ pub fn record(set: &mut CounterSet, ev: &EnrichedEvent) {
     if ev.name == EventName::ProductViewed
         && let Properties::Product(p) = &ev.properties
         && let Some(id) = p.product.product_id.as_deref()
+        && is_product(id)
     {
         set.add_trending(TRENDING_PRODUCTS, id, 1);
     }

@@ -16,6 +16,10 @@ use crate::tokens::CartClaims;
 pub const MAX_LINES: usize = 50;
 /// Most units of one SKU in a cart.
 pub const MAX_QUANTITY: u32 = 99;
+/// Longest SKU a cart (and its token) carries.
+pub const MAX_SKU_BYTES: usize = 64;
+/// Longest promotion code.
+pub const MAX_CODE_BYTES: usize = 32;
 
 /// Why a cart change or pricing was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -343,6 +343,18 @@ impl CatalogSnapshot {
         products: Vec<Product>,
         promotions: Vec<Promotion>,
     ) -> Result<Self, CatalogError> {
+        for promo in &promotions {
+            if let Some(code) = &promo.code
+                && (code.is_empty()
+                    || code.len() > crate::cart::MAX_CODE_BYTES
+                    || *code != code.to_uppercase())
+            {
+                return Err(CatalogError::InvalidProduct {
+                    id: promo.id.clone(),
+                    reason: "promotion codes are upper case, 1 to 32 bytes".into(),
+                });
+            }
+        }
         let mut ids: Vec<&str> = promotions.iter().map(|p| p.id.as_str()).collect();
         ids.sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -801,6 +813,10 @@ fn validate_product(p: &Product) -> Result<(), CatalogError> {
     if p.id.is_empty() || p.sku.is_empty() || p.slug.is_empty() {
         return fail("id, sku and slug are required");
     }
+    // Carts carry SKUs in signed tokens that refuse longer ones, and ids travel in paths.
+    if p.sku.len() > crate::cart::MAX_SKU_BYTES || p.id.len() > 128 || p.slug.len() > 128 {
+        return fail("sku is at most 64 bytes, id and slug at most 128");
+    }
     if p.title.trim().is_empty() {
         return fail("title is required");
     }
@@ -837,18 +853,28 @@ fn insert_unique(
 /// Price in minor units; products lacking the currency sort last.
 fn price_key(p: &Product, currency: Currency) -> i128 {
     p.price(currency)
-        .map(|m| m.amount().mantissa())
+        .map(|m| {
+            // Money is kept at the currency's scale; rescaling again makes the key independent
+            // of how the amount was built.
+            let mut amount = m.amount();
+            amount.rescale(currency.minor_units());
+            amount.mantissa()
+        })
         .unwrap_or(i128::MAX / 2)
 }
 
-fn content_hash(p: &Product) -> u64 {
+/// A hash that is the same on every node, target and build (SipHash-1-3, fixed keys), for
+/// validators such as ETags. Not for anything secret.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0x6564_6765, 0x6672_6f6e);
-    // serde_json of a Product cannot fail: all map keys are strings.
-    if let Ok(bytes) = serde_json::to_vec(p) {
-        h.write(&bytes);
-    }
+    h.write(bytes);
     h.finish()
+}
+
+fn content_hash(p: &Product) -> u64 {
+    // serde_json of a Product cannot fail: all map keys are strings.
+    serde_json::to_vec(p).map_or(0, |bytes| stable_hash(&bytes))
 }
 
 fn query_hash(q: &ListQuery, currency: Currency) -> u64 {

@@ -2311,6 +2311,26 @@ pub fn enrich(ev: TrackEvent, e: &Enrichment) -> EnrichedEvent {
     }
 }
 
+/// The `i`-th event of a deterministic stream shaped like analytics.js traffic (views, with an
+/// add-to-cart every fifth event, 37 visitors, UTM-tagged page URLs), for benchmarks and demos.
+pub fn demo_event(i: usize) -> Value {
+    serde_json::json!({
+        "type": "track",
+        "event": if i % 5 == 4 { "Product Added" } else { "Product Viewed" },
+        "anonymousId": format!("visitor-{}", i % 37),
+        "messageId": format!("msg-{i}"),
+        "timestamp": "2026-11-27T00:00:00.000Z",
+        "context": {
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
+            "page": {"url": "https://shop.example/p?utm_source=news&utm_medium=email"}
+        },
+        "properties": {
+            "product_id": format!("p-{:06}", (i * 7) % 10_000), "price": 19.99, "quantity": 1,
+            "currency": "EUR", "category": "apparel/hoodies"
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,11 +101,27 @@ impl<'de> Deserialize<'de> for Currency {
 
 /// An amount in a currency. JSON shape: `{"amount": "12.50", "currency": "EUR"}`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "MoneyWire")]
 pub struct Money {
     /// Always serialized as a decimal string, never a JSON number.
     #[serde(with = "rust_decimal::serde::str")]
     amount: Decimal,
     currency: Currency,
+}
+
+/// The JSON shape, read first so that every deserialized amount goes through [`Money::new`]
+/// (rounded and scaled to the currency's minor units, like every other amount).
+#[derive(Deserialize)]
+struct MoneyWire {
+    #[serde(with = "rust_decimal::serde::str")]
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl From<MoneyWire> for Money {
+    fn from(w: MoneyWire) -> Self {
+        Money::new(w.amount, w.currency)
+    }
 }
 
 impl Money {
@@ -302,6 +318,18 @@ mod tests {
         assert!(Currency::parse("XAU").is_err());
         assert!(Currency::parse("ZZZ").is_err());
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1","currency":"ZZZ"}"#).is_err());
+    }
+
+    #[test]
+    fn deserialized_amounts_are_rounded_and_scaled_like_any_other() {
+        let m: Money = serde_json::from_str(r#"{"amount":"12.5","currency":"EUR"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"amount":"12.50","currency":"EUR"}"#
+        );
+        let m: Money = serde_json::from_str(r#"{"amount":"9.999","currency":"EUR"}"#).unwrap();
+        assert_eq!(m.amount(), dec!(10.00));
+        assert_eq!(m.amount().scale(), 2);
     }
 
     #[test]

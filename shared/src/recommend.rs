@@ -12,6 +12,7 @@ use std::hash::Hasher;
 use serde::Serialize;
 
 use crate::catalog::{CatalogSnapshot, Product};
+use crate::money::Currency;
 
 /// Most recommendations in one answer.
 pub const MAX_RECOMMENDATIONS: usize = 24;
@@ -109,6 +110,8 @@ pub struct Request<'a> {
     pub variant: Variant,
     /// How many to return.
     pub limit: usize,
+    /// Only products sold in this currency are recommended.
+    pub currency: Currency,
 }
 
 /// One recommended product.
@@ -150,6 +153,12 @@ impl Points {
     }
 }
 
+/// `points × value / max` without overflow (values come from the origin and from sketches).
+fn scale(points: u64, value: u64, max: u64) -> u64 {
+    let scaled = u128::from(points) * u128::from(value) / u128::from(max.max(1));
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
 /// Ranks products for the request. Out-of-stock products, products in the cart and the product
 /// on screen are never returned; ties break on product id so the order is deterministic.
 pub fn recommend<'a>(catalog: &'a CatalogSnapshot, req: &Request<'_>) -> Vec<Recommendation<'a>> {
@@ -164,14 +173,14 @@ pub fn recommend<'a>(catalog: &'a CatalogSnapshot, req: &Request<'_>) -> Vec<Rec
 
     let max_popularity = catalog.popular().next().map_or(1, |p| p.popularity.max(1));
     for p in catalog.popular().take(POPULAR_CANDIDATES) {
-        let pts = 300 * p.popularity / max_popularity;
+        let pts = scale(300, p.popularity, max_popularity);
         add(p, &|s| s.popular = pts);
     }
 
     let max_trending = req.trending.first().map_or(1, |(_, c)| (*c).max(1));
     for (id, count) in req.trending {
         if let Some(p) = catalog.get(id) {
-            let pts = 1000 * count / max_trending;
+            let pts = scale(1000, *count, max_trending);
             add(p, &|s| s.trending = pts);
         }
     }
@@ -209,7 +218,7 @@ pub fn recommend<'a>(catalog: &'a CatalogSnapshot, req: &Request<'_>) -> Vec<Rec
         strongest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let max_weight = strongest.first().map_or(1, |(_, w)| u64::from(**w).max(1));
         for (path, weight) in strongest.into_iter().take(AFFINITY_CATEGORIES) {
-            let pts = 800 * u64::from(*weight) / max_weight;
+            let pts = scale(800, u64::from(*weight), max_weight);
             for p in catalog.popular_in_category(path, CATEGORY_CANDIDATES) {
                 add(p, &|s| s.for_you = s.for_you.max(pts));
             }
@@ -219,7 +228,10 @@ pub fn recommend<'a>(catalog: &'a CatalogSnapshot, req: &Request<'_>) -> Vec<Rec
     let mut ranked: Vec<Recommendation<'a>> = scores
         .into_values()
         .filter(|(p, _)| {
-            p.in_stock() && Some(p.id.as_str()) != on_screen && !req.in_cart.contains(&p.sku)
+            p.in_stock()
+                && p.price(req.currency).is_some()
+                && Some(p.id.as_str()) != on_screen
+                && !req.in_cart.contains(&p.sku)
         })
         .map(|(product, pts)| Recommendation {
             product,
@@ -253,6 +265,7 @@ mod tests {
             in_cart: &[],
             variant: Variant::Control,
             limit: 8,
+            currency: Currency::EUR,
         }
     }
 

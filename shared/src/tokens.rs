@@ -343,7 +343,8 @@ impl SessionClaims {
         if !self.consent.personalization {
             return;
         }
-        *self.affinity.entry(category.to_owned()).or_insert(0) += weight;
+        let score = self.affinity.entry(category.to_owned()).or_insert(0);
+        *score = score.saturating_add(weight);
         while self.affinity.len() > MAX_AFFINITY_ENTRIES {
             let weakest = self
                 .affinity

@@ -884,14 +884,22 @@ async fn counters_require_a_marketer_token(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn counters_count_views_visitors_and_top_products(ctx: &Ctx) -> anyhow::Result<()> {
+    let product = first_in_stock(ctx, "").await?;
+    let hot = product["id"].as_str().context("id")?.to_owned();
+    let hot = hot.as_str();
     let before = counters(ctx).await?;
     let run = unique("run");
-    let hot = "p-000007";
     let visitors: Vec<String> = (0..40).map(|i| format!("{run}-{i}")).collect();
-    // 40 visitors × 5 views of one product, in batches of 50.
+    // 40 visitors × 5 distinct views (own messageIds) of one product, in batches of 50.
     let events: Vec<Value> = visitors
         .iter()
-        .flat_map(|v| std::iter::repeat_n(view_event(v, hot), 5))
+        .flat_map(|v| {
+            (0..5).map(move |n| {
+                let mut e = view_event(v, hot);
+                e["messageId"] = json!(format!("{v}-view-{n}"));
+                e
+            })
+        })
         .collect();
     for chunk in events.chunks(50) {
         let v = expect_json(

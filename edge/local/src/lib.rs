@@ -212,7 +212,12 @@ async fn serve(listener: TcpListener, app: Arc<LocalApp>, mut stop: watch::Recei
 }
 
 async fn handle(app: &LocalApp, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The platform supplies geo headers; a local host has no geo lookup, so client-sent ones
+    // are dropped rather than trusted.
+    for h in edgefront_functions::GEO_HEADERS {
+        parts.headers.remove(h);
+    }
     // Read at most one byte past the largest limit, so the functions can answer 413 precisely.
     let cap = app.config().max_events_body_bytes + 1;
     let resp = match Limited::new(body, cap).collect().await {
@@ -227,7 +232,13 @@ async fn handle(app: &LocalApp, req: hyper::Request<Incoming>) -> hyper::Respons
             }
             resp
         }
-        Err(_) => ApiError::PayloadTooLarge(app.config().max_events_body_bytes).to_response(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            ApiError::PayloadTooLarge(app.config().max_events_body_bytes).to_response()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request body could not be read");
+            ApiError::InvalidJson("the body could not be read".to_owned()).to_response()
+        }
     };
     resp.map(Full::new)
 }

@@ -47,14 +47,19 @@ impl HttpOrigin {
         let resp = req
             .send()
             .await
-            .map_err(|e| PortError::Unavailable(e.to_string()))?;
-        if resp.status().is_success() {
+            // Without the URL: it may carry credentials, and this text is logged.
+            .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        let message = format!("origin answered {status} on {path}");
+        if status.is_success() {
             Ok(())
+        } else if status.is_client_error()
+            && status != reqwest::StatusCode::REQUEST_TIMEOUT
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(PortError::Rejected(message))
         } else {
-            Err(PortError::Unavailable(format!(
-                "origin answered {} on {path}",
-                resp.status()
-            )))
+            Err(PortError::Unavailable(message))
         }
     }
 }

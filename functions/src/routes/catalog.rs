@@ -1,7 +1,7 @@
 //! `GET /v1/products` and `GET /v1/products/{id-or-slug}`.
 
 use bytes::Bytes;
-use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Sort};
+use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Sort, stable_hash};
 use http::{Request, Response, StatusCode, header};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -46,7 +46,7 @@ pub(crate) async fn list<P: Platform>(
     let etag = format!(
         "W/\"v{}-{:x}\"",
         snapshot.version(),
-        fxhash(req.uri().query().unwrap_or(""))
+        stable_hash(req.uri().query().unwrap_or("").as_bytes())
     );
     if request::not_modified(req.headers(), &etag) {
         return Ok(request::not_modified_response(&etag, CACHE_CONTROL));
@@ -129,14 +129,4 @@ pub(crate) async fn get<P: Platform>(
         }
     }
     Ok(resp)
-}
-
-/// A stable (not cryptographic) hash for validators. `DefaultHasher::new()` has fixed keys, so
-/// validators survive restarts of the same build; a new build may change them, which costs only
-/// one revalidation.
-fn fxhash(s: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    h.write(s.as_bytes());
-    h.finish()
 }

@@ -21,9 +21,6 @@ use crate::ports::Platform;
 use crate::problem::ApiError;
 use crate::request;
 
-/// Header an adapter sets with the platform's geo country (Cloudflare sets `cf-ipcountry`).
-pub(crate) const COUNTRY_HEADERS: [&str; 2] = ["cf-ipcountry", "x-edge-country"];
-
 #[derive(Serialize)]
 struct Rejected {
     index: usize,
@@ -45,7 +42,7 @@ struct OutboxBatch<'a> {
 }
 
 fn country(req: &Request<Bytes>) -> Option<String> {
-    COUNTRY_HEADERS
+    crate::GEO_HEADERS
         .iter()
         .filter_map(|h| req.headers().get(*h))
         .filter_map(|v| v.to_str().ok())
@@ -93,8 +90,10 @@ pub(crate) async fn ingest<P: Platform>(
     let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     let mut delta = CounterSet::new();
-    for (index, item) in items.iter().enumerate() {
-        match events::parse_track(item) {
+    let mut valid = 0;
+    let mut seen_ids = std::collections::HashSet::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match events::parse_track_owned(item) {
             Ok(ev) => {
                 // The same deterministic arm the recommendations route showed this visitor.
                 let mut experiments = BTreeMap::new();
@@ -125,7 +124,13 @@ pub(crate) async fn ingest<P: Platform>(
                 {
                     props.product.product_id = Some(p.id.clone());
                 }
-                analytics::record(&mut delta, &enriched);
+                // A client retrying inside one batch must not count twice; across batches the
+                // origin de-duplicates by event id.
+                valid += 1;
+                if !seen_ids.insert(enriched.event_id.clone()) {
+                    continue;
+                }
+                analytics::record(&mut delta, &enriched, |id| snapshot.get(id).is_some());
                 accepted.push(enriched);
             }
             Err(errors) => rejected.push(Rejected {
@@ -145,21 +150,33 @@ pub(crate) async fn ingest<P: Platform>(
     }
 
     // Queue first, count second: if queuing fails nothing was counted and the client retries.
-    let batch_id = app.ports.random_id();
-    let batch = serde_json::to_vec(&OutboxBatch {
-        batch_id: &batch_id,
-        edge_node: app.ports.edge_node(),
-        events: &accepted,
-    })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    app.ports.put(&outbox_key(now_ms, &batch_id), batch).await?;
+    // A standalone edge (no origin) only counts: there is nobody to deliver a queue to.
+    if app.ports.configured() {
+        queue(app, now_ms, &accepted).await?;
+    }
     app.ports.record(now_ms.div_euclid(60_000), delta).await?;
 
     request::json(
         StatusCode::OK,
         &Answer {
-            accepted: accepted.len(),
+            accepted: valid,
             rejected,
         },
     )
+}
+
+async fn queue<P: Platform>(
+    app: &App<P>,
+    now_ms: i64,
+    accepted: &[EnrichedEvent],
+) -> Result<(), ApiError> {
+    let batch_id = app.ports.random_id();
+    let batch = serde_json::to_vec(&OutboxBatch {
+        batch_id: &batch_id,
+        edge_node: app.ports.edge_node(),
+        events: accepted,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.ports.put(&outbox_key(now_ms, &batch_id), batch).await?;
+    Ok(())
 }

@@ -86,6 +86,7 @@ pub(crate) async fn get<P: Platform>(
         .await?
         .top(TRENDING_CANDIDATES)
         .into_iter()
+        // Estimates of whole counts; the f64 only carries integers here.
         .map(|(id, e)| (id, e.estimate.max(0.0).round() as u64))
         .collect();
 
@@ -98,6 +99,7 @@ pub(crate) async fn get<P: Platform>(
             in_cart: &in_cart,
             variant,
             limit,
+            currency,
         },
     );
     let body = Body {

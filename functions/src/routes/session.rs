@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use edgefront_shared::tokens::{Consent, SessionClaims};
+use edgefront_shared::tokens::{Consent, SessionClaims, TokenError};
 use http::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +39,16 @@ pub(crate) async fn create<P: Platform>(
     };
     let now = now_secs(app);
     // Renewing keeps the visitor id; withdrawing personalization consent drops the profile.
-    let mut session = match request::token_from(req.headers(), SESSION_TOKEN_HEADER, SESSION_COOKIE)
-    {
-        Some(token) => app
-            .keys()
-            .verify_session(&token, now)
-            .map_err(ApiError::InvalidSessionToken)?,
-        None => SessionClaims {
+    let presented = request::token_from(req.headers(), SESSION_TOKEN_HEADER, SESSION_COOKIE)
+        .map(|token| app.keys().verify_session(&token, now));
+    let mut session = match presented {
+        Some(Ok(session)) => session,
+        // Tampered or foreign tokens are refused; an expired one just starts a new session,
+        // so a shopper holding an old cookie is never locked out.
+        Some(Err(e)) if e != TokenError::Expired => {
+            return Err(ApiError::InvalidSessionToken(e));
+        }
+        Some(Err(_)) | None => SessionClaims {
             visitor_id: app.ports.random_id(),
             consent: Consent::default(),
             affinity: BTreeMap::new(),
