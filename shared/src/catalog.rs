@@ -227,48 +227,59 @@ pub struct Page<'a> {
     pub next_cursor: Option<String>,
 }
 
-/// Keyset cursor: the sort and the position of the last item returned. It survives catalog
-/// updates (a new version does not invalidate the shopper's "next page" link).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Keyset cursor: the sort, the query it belongs to, and the last item's sort key and product
+/// id. Ties break on the product id, not on a position in one snapshot, so the cursor survives
+/// catalog updates: a new version does not make the shopper's "next page" skip or repeat items.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor {
     sort: u8,
     query_hash: u64,
     /// The last item's sort key.
     key: i128,
-    /// The last item's index in the id order (tie-break).
-    tie: u32,
+    /// The last item's product id (tie-break).
+    tie: String,
 }
+
+/// Fixed part of an encoded cursor: sort, query hash, key.
+const CURSOR_HEAD: usize = 1 + 8 + 16;
 
 impl Cursor {
     fn encode(&self) -> String {
-        let mut buf = [0u8; 29];
-        buf[0] = self.sort;
-        buf[1..9].copy_from_slice(&self.query_hash.to_le_bytes());
-        buf[9..25].copy_from_slice(&self.key.to_le_bytes());
-        buf[25..29].copy_from_slice(&self.tie.to_le_bytes());
+        let mut buf = Vec::with_capacity(CURSOR_HEAD + self.tie.len());
+        buf.push(self.sort);
+        buf.extend_from_slice(&self.query_hash.to_le_bytes());
+        buf.extend_from_slice(&self.key.to_le_bytes());
+        buf.extend_from_slice(self.tie.as_bytes());
         URL_SAFE_NO_PAD.encode(buf)
     }
 
     fn decode(s: &str) -> Result<Self, CatalogError> {
-        if s.len() > 64 {
+        // Ids are at most 128 bytes; base64 grows by 4/3.
+        if s.len() > 4 * (CURSOR_HEAD + 128) / 3 + 4 {
             return Err(CatalogError::InvalidCursor);
         }
         let raw = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| CatalogError::InvalidCursor)?;
-        let buf: [u8; 29] = raw.try_into().map_err(|_| CatalogError::InvalidCursor)?;
+        if raw.len() <= CURSOR_HEAD {
+            return Err(CatalogError::InvalidCursor);
+        }
+        let (head, tie) = raw.split_at(CURSOR_HEAD);
         let mut hash = [0u8; 8];
-        hash.copy_from_slice(&buf[1..9]);
+        hash.copy_from_slice(&head[1..9]);
         let mut key = [0u8; 16];
-        key.copy_from_slice(&buf[9..25]);
-        let mut tie = [0u8; 4];
-        tie.copy_from_slice(&buf[25..29]);
+        key.copy_from_slice(&head[9..25]);
         Ok(Cursor {
-            sort: buf[0],
+            sort: head[0],
             query_hash: u64::from_le_bytes(hash),
             key: i128::from_le_bytes(key),
-            tie: u32::from_le_bytes(tie),
+            tie: String::from_utf8(tie.to_vec()).map_err(|_| CatalogError::InvalidCursor)?,
         })
+    }
+
+    /// Whether the item (key, id) comes after this cursor.
+    fn is_before(&self, key: i128, id: &str) -> bool {
+        (key, id) > (self.key, self.tie.as_str())
     }
 }
 
@@ -309,7 +320,7 @@ pub struct CatalogSnapshot {
     popularity: Vec<u32>,
     /// Per currency, active products that have that price, cheapest first.
     by_price: HashMap<Currency, Vec<u32>>,
-    /// Per currency, dearest first (ties still in index order, so not a plain reverse).
+    /// Per currency, dearest first (ties still in id order, so not a plain reverse).
     by_price_desc: HashMap<Currency, Vec<u32>>,
     promotions: Vec<Promotion>,
     /// Per currency, each product's [`ProductView`] JSON, serialized on first use: listings and
@@ -420,12 +431,16 @@ impl CatalogSnapshot {
         let mut newest = active.clone();
         newest.sort_by(|&a, &b| {
             let (pa, pb) = (&products[a as usize], &products[b as usize]);
-            pb.created_at.cmp(&pa.created_at).then(a.cmp(&b))
+            pb.created_at
+                .cmp(&pa.created_at)
+                .then_with(|| pa.id.cmp(&pb.id))
         });
         let mut popularity = active.clone();
         popularity.sort_by(|&a, &b| {
             let (pa, pb) = (&products[a as usize], &products[b as usize]);
-            pb.popularity.cmp(&pa.popularity).then(a.cmp(&b))
+            pb.popularity
+                .cmp(&pa.popularity)
+                .then_with(|| pa.id.cmp(&pb.id))
         });
         let mut by_price: HashMap<Currency, Vec<u32>> = HashMap::new();
         for &i in &active {
@@ -449,10 +464,16 @@ impl CatalogSnapshot {
         }
         let mut by_price_desc = by_price.clone();
         for (currency, list) in by_price.iter_mut() {
-            list.sort_by_key(|&i| (price_key(&products[i as usize], *currency), i));
+            list.sort_by(|&a, &b| {
+                let (pa, pb) = (&products[a as usize], &products[b as usize]);
+                (price_key(pa, *currency), &pa.id).cmp(&(price_key(pb, *currency), &pb.id))
+            });
         }
         for (currency, list) in by_price_desc.iter_mut() {
-            list.sort_by_key(|&i| (-price_key(&products[i as usize], *currency), i));
+            list.sort_by(|&a, &b| {
+                let (pa, pb) = (&products[a as usize], &products[b as usize]);
+                (-price_key(pa, *currency), &pa.id).cmp(&(-price_key(pb, *currency), &pb.id))
+            });
         }
 
         let json = by_price.keys().map(|c| (*c, OnceLock::new())).collect();
@@ -678,11 +699,11 @@ impl CatalogSnapshot {
             Some(candidates) => {
                 // Compute each key once: products are large and scattered, so a key per
                 // comparison would mean a cache miss per comparison.
-                let mut keyed: Vec<(i128, u32)> = candidates
+                let mut keyed: Vec<(i128, &str, u32)> = candidates
                     .into_iter()
                     .filter(|&i| keep(i))
-                    .map(|i| (key(i), i))
-                    .filter(|&(k, i)| cursor.is_none_or(|c| (k, i) > (c.key, c.tie)))
+                    .map(|i| (key(i), self.products[i as usize].id.as_str(), i))
+                    .filter(|&(k, id, _)| cursor.as_ref().is_none_or(|c| c.is_before(k, id)))
                     .collect();
                 let take = (limit + 1).min(keyed.len());
                 if take > 0 && take < keyed.len() {
@@ -690,12 +711,13 @@ impl CatalogSnapshot {
                     keyed.truncate(take);
                 }
                 keyed.sort_unstable();
-                items.extend(keyed.into_iter().map(|(_, i)| i));
+                items.extend(keyed.into_iter().map(|(_, _, i)| i));
             }
             None => {
                 let order = self.order(sort, currency);
-                let start = match cursor {
-                    Some(c) => order.partition_point(|&i| (key(i), i) <= (c.key, c.tie)),
+                let start = match &cursor {
+                    Some(c) => order
+                        .partition_point(|&i| !c.is_before(key(i), &self.products[i as usize].id)),
                     None => 0,
                 };
                 items.extend(
@@ -715,7 +737,7 @@ impl CatalogSnapshot {
                     sort: sort.code(),
                     query_hash,
                     key: key(i),
-                    tie: i,
+                    tie: self.products[i as usize].id.clone(),
                 }
                 .encode()
             })
@@ -1174,6 +1196,56 @@ mod tests {
                 assert_eq!(ids, expected, "{sort:?} {category:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_cursor_survives_a_catalog_update_without_skipping_or_repeating() {
+        let mut products = demo_catalog(300, 3);
+        for p in &mut products {
+            // Many ties, so the tie-break decides the order.
+            p.popularity %= 5;
+        }
+        let old = CatalogSnapshot::build(1, products.clone()).unwrap();
+        let mut q = query();
+        q.limit = 20;
+        let first = old.list(&q, Currency::EUR).unwrap();
+        let seen: Vec<String> = first.items.iter().map(|p| p.id.clone()).collect();
+        // The new version adds a product at the front and drops one already shown.
+        let mut extra = products[0].clone();
+        extra.id = "a-new".into();
+        extra.sku = "SKU-NEW".into();
+        extra.slug = "a-new".into();
+        products.insert(0, extra);
+        products.retain(|p| p.id != seen[3]);
+        let new = CatalogSnapshot::build(2, products).unwrap();
+        q.cursor = first.next_cursor;
+        let mut rest = Vec::new();
+        loop {
+            let page = new.list(&q, Currency::EUR).unwrap();
+            rest.extend(page.items.iter().map(|p| p.id.clone()));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        for id in &seen {
+            assert!(!rest.contains(id), "{id} repeated");
+        }
+        let mut all: Vec<String> = seen.iter().chain(rest.iter()).cloned().collect();
+        all.retain(|id| id != "a-new");
+        let mut expected: Vec<String> = old
+            .products()
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.id.clone())
+            .filter(|id| *id != seen[3] || seen.contains(id))
+            .collect();
+        expected.sort();
+        all.sort();
+        assert_eq!(
+            all, expected,
+            "every product of the old listing is visited once"
+        );
     }
 
     #[test]
