@@ -87,6 +87,14 @@ pub(crate) async fn ingest<P: Platform>(
     let experiment = &app.config().experiment;
     let snapshot = app.ports.snapshot().await?;
 
+    // One enrichment for the whole request; the experiment arm is per visitor, added below.
+    let enrichment = Enrichment {
+        received_at,
+        edge_node: app.ports.edge_node().to_owned(),
+        country,
+        user_agent,
+        experiments: BTreeMap::new(),
+    };
     let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     let mut delta = CounterSet::new();
@@ -95,24 +103,18 @@ pub(crate) async fn ingest<P: Platform>(
     for (index, item) in items.into_iter().enumerate() {
         match events::parse_track_owned(item) {
             Ok(ev) => {
-                // The same deterministic arm the recommendations route showed this visitor.
-                let mut experiments = BTreeMap::new();
-                if let Some(visitor) = ev.anonymous_id.as_deref().or(ev.user_id.as_deref()) {
-                    experiments.insert(
-                        experiment.clone(),
-                        recommend::assign_variant(experiment, visitor)
-                            .as_str()
-                            .to_owned(),
-                    );
-                }
-                let enrichment = Enrichment {
-                    received_at,
-                    edge_node: app.ports.edge_node().to_owned(),
-                    country: country.clone(),
-                    user_agent: user_agent.clone(),
-                    experiments,
-                };
                 let mut enriched = events::enrich(ev, &enrichment);
+                // The same deterministic arm the recommendations route showed this visitor.
+                let visitor = enriched
+                    .anonymous_id
+                    .as_deref()
+                    .or(enriched.user_id.as_deref());
+                if let Some(visitor) = visitor {
+                    let arm = recommend::assign_variant(experiment, visitor).as_str();
+                    enriched
+                        .experiments
+                        .insert(experiment.clone(), arm.to_owned());
+                }
                 // Counters are keyed by product id: resolve an event that names only its SKU.
                 if let Properties::Product(props) = &mut enriched.properties
                     && props.product.product_id.is_none()
