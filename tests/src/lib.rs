@@ -333,6 +333,13 @@ async fn cart_call(
     Ok(req.send().await?)
 }
 
+/// Adds `quantity` of `sku` to the cart in `token`; returns the 200 answer.
+async fn add_line(ctx: &Ctx, token: &str, sku: &Value, quantity: u32) -> anyhow::Result<Value> {
+    let body = json!({"sku": sku, "quantity": quantity});
+    let resp = cart_call(ctx, Method::POST, "/v1/cart/lines", Some(token), Some(body)).await?;
+    expect_json(resp, StatusCode::OK).await
+}
+
 fn token_of(v: &Value) -> anyhow::Result<String> {
     v["cart_token"]
         .as_str()
@@ -428,18 +435,7 @@ async fn client_prices_are_refused(ctx: &Ctx) -> anyhow::Result<()> {
 async fn promotion_codes_discount_the_cart(ctx: &Ctx) -> anyhow::Result<()> {
     let p = first_in_stock(ctx, "&category=apparel/jackets").await?;
     let token = new_cart(ctx).await?;
-    let v = expect_json(
-        cart_call(
-            ctx,
-            Method::POST,
-            "/v1/cart/lines",
-            Some(&token),
-            Some(json!({"sku": p["sku"], "quantity": 1})),
-        )
-        .await?,
-        StatusCode::OK,
-    )
-    .await?;
+    let v = add_line(ctx, &token, &p["sku"], 1).await?;
     let before = decimal(&v["cart"]["total"]["amount"])?;
     let v = expect_json(
         cart_call(
@@ -499,18 +495,7 @@ async fn bad_cart_input_is_a_problem_and_changes_nothing(ctx: &Ctx) -> anyhow::R
     let p = first_in_stock(ctx, "").await?;
     let sku = p["sku"].as_str().context("sku")?;
     let token = new_cart(ctx).await?;
-    let v = expect_json(
-        cart_call(
-            ctx,
-            Method::POST,
-            "/v1/cart/lines",
-            Some(&token),
-            Some(json!({"sku": sku, "quantity": 1})),
-        )
-        .await?,
-        StatusCode::OK,
-    )
-    .await?;
+    let v = add_line(ctx, &token, &p["sku"], 1).await?;
     let token = token_of(&v)?;
     let malformed = ctx
         .request(Method::POST, "/v1/cart/lines")
@@ -637,18 +622,7 @@ async fn recommendations_skip_cart_items_and_sold_out_products(ctx: &Ctx) -> any
     );
     let first = items[0].clone();
     let token = new_cart(ctx).await?;
-    let v = expect_json(
-        cart_call(
-            ctx,
-            Method::POST,
-            "/v1/cart/lines",
-            Some(&token),
-            Some(json!({"sku": first["sku"], "quantity": 1})),
-        )
-        .await?,
-        StatusCode::OK,
-    )
-    .await?;
+    let v = add_line(ctx, &token, &first["sku"], 1).await?;
     let recs = expect_json(
         cart_call(
             ctx,
