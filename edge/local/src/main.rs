@@ -1,5 +1,10 @@
 //! `edgefront`: run the storefront locally (`dev`) or mint a staff token (`token`).
 
+// The request path allocates per field (parsed events, JSON bodies); mimalloc roughly halves
+// that cost against glibc's allocator (BENCHMARKS.md). Native host only: wasm targets keep theirs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
