@@ -2,7 +2,7 @@
 //! re-priced from the catalog on every call, so the token never carries a price.
 
 use bytes::Bytes;
-use edgefront_shared::cart::{self, Cart, PricedCart};
+use edgefront_shared::cart::{self, Cart, CartError, PricedCart};
 use edgefront_shared::catalog::CatalogSnapshot;
 use edgefront_shared::money::Currency;
 use http::{Request, Response, StatusCode};
@@ -66,13 +66,24 @@ fn default_currency<P: Platform>(app: &App<P>, req: &Request<Bytes>) -> Result<C
     super::currency(app, &Query::parse(req.uri().query()))
 }
 
+/// Applies one change to the presented cart and answers with the re-priced cart and a new
+/// token. A refused change answers the error; the client's token still holds the old cart.
+async fn change<P: Platform>(
+    app: &App<P>,
+    req: &Request<Bytes>,
+    op: impl FnOnce(&mut Cart, &CatalogSnapshot) -> Result<(), CartError>,
+) -> Result<Response<Bytes>, ApiError> {
+    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
+    let snapshot = app.ports.snapshot().await?;
+    op(&mut cart, &snapshot)?;
+    respond(app, StatusCode::OK, &cart, &snapshot)
+}
+
 pub(crate) async fn read<P: Platform>(
     app: &App<P>,
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
-    let cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |_, _| Ok(())).await
 }
 
 #[derive(Deserialize)]
@@ -109,10 +120,10 @@ pub(crate) async fn add_line<P: Platform>(
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
     let body: LineBody = request::json_body(req, app.config().max_body_bytes)?;
-    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
-    cart.add(&snapshot, &body.sku, body.quantity)?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |cart, snapshot| {
+        cart.add(snapshot, &body.sku, body.quantity)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -128,10 +139,10 @@ pub(crate) async fn set_line<P: Platform>(
 ) -> Result<Response<Bytes>, ApiError> {
     let body: QuantityBody = request::json_body(req, app.config().max_body_bytes)?;
     let sku = decode_segment(sku)?;
-    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
-    cart.set(&snapshot, &sku, body.quantity)?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |cart, snapshot| {
+        cart.set(snapshot, &sku, body.quantity)
+    })
+    .await
 }
 
 pub(crate) async fn remove_line<P: Platform>(
@@ -140,10 +151,7 @@ pub(crate) async fn remove_line<P: Platform>(
     sku: &str,
 ) -> Result<Response<Bytes>, ApiError> {
     let sku = decode_segment(sku)?;
-    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    cart.remove(&sku)?;
-    let snapshot = app.ports.snapshot().await?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |cart, _| cart.remove(&sku)).await
 }
 
 #[derive(Deserialize)]
@@ -157,20 +165,17 @@ pub(crate) async fn set_code<P: Platform>(
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
     let body: CodeBody = request::json_body(req, app.config().max_body_bytes)?;
-    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
-    cart.apply_code(&snapshot, Some(&body.code))?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |cart, snapshot| {
+        cart.apply_code(snapshot, Some(&body.code))
+    })
+    .await
 }
 
 pub(crate) async fn clear_code<P: Platform>(
     app: &App<P>,
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
-    let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
-    cart.apply_code(&snapshot, None)?;
-    respond(app, StatusCode::OK, &cart, &snapshot)
+    change(app, req, |cart, snapshot| cart.apply_code(snapshot, None)).await
 }
 
 /// The SKU named by a path segment.
