@@ -65,6 +65,17 @@ pub async fn expect_json(resp: reqwest::Response, status: StatusCode) -> anyhow:
     serde_json::from_str(&body).with_context(|| format!("not JSON: {body:.200}"))
 }
 
+/// `GET path` must answer a problem+json with `status` and `code`.
+async fn get_problem(
+    ctx: &Ctx,
+    path: &str,
+    status: StatusCode,
+    code: &str,
+) -> anyhow::Result<Value> {
+    let resp = ctx.request(Method::GET, path).send().await?;
+    expect_problem(resp, status, code).await
+}
+
 /// A problem+json answer with `status` and `code`.
 pub async fn expect_problem(
     resp: reqwest::Response,
@@ -230,11 +241,13 @@ async fn pagination_walks_a_category_without_repeats(ctx: &Ctx) -> anyhow::Resul
         }
     }
     ensure!(seen.len() >= 100, "only {} products", seen.len());
-    let bad = ctx
-        .request(Method::GET, "/v1/products?cursor=not-a-cursor")
-        .send()
-        .await?;
-    expect_problem(bad, StatusCode::BAD_REQUEST, "invalid_cursor").await?;
+    get_problem(
+        ctx,
+        "/v1/products?cursor=not-a-cursor",
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await?;
     Ok(())
 }
 
@@ -298,21 +311,27 @@ async fn a_product_is_found_by_id_and_by_slug_with_validators(ctx: &Ctx) -> anyh
 }
 
 async fn unknown_products_are_a_404_problem(ctx: &Ctx) -> anyhow::Result<()> {
-    let resp = ctx
-        .request(Method::GET, "/v1/products/no-such-thing")
-        .send()
-        .await?;
-    expect_problem(resp, StatusCode::NOT_FOUND, "not_found").await?;
-    let resp = ctx
-        .request(Method::GET, "/v1/products?currency=XYZ")
-        .send()
-        .await?;
-    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_query").await?;
-    let resp = ctx
-        .request(Method::GET, "/v1/products?limit=1000")
-        .send()
-        .await?;
-    expect_problem(resp, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    get_problem(
+        ctx,
+        "/v1/products/no-such-thing",
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await?;
+    get_problem(
+        ctx,
+        "/v1/products?currency=XYZ",
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await?;
+    get_problem(
+        ctx,
+        "/v1/products?limit=1000",
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await?;
     Ok(())
 }
 
@@ -653,11 +672,13 @@ async fn recommendations_skip_cart_items_and_sold_out_products(ctx: &Ctx) -> any
             .is_some_and(|a| a.iter().all(|p| p["id"] != first["id"])),
         "product recommended on its own page"
     );
-    let bad = ctx
-        .request(Method::GET, "/v1/recommendations?context=nowhere")
-        .send()
-        .await?;
-    expect_problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await?;
+    get_problem(
+        ctx,
+        "/v1/recommendations?context=nowhere",
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await?;
     Ok(())
 }
 
@@ -824,8 +845,13 @@ async fn counters(ctx: &Ctx) -> anyhow::Result<Value> {
 }
 
 async fn counters_require_a_marketer_token(ctx: &Ctx) -> anyhow::Result<()> {
-    let none = ctx.request(Method::GET, "/v1/counters").send().await?;
-    expect_problem(none, StatusCode::UNAUTHORIZED, "unauthorized").await?;
+    get_problem(
+        ctx,
+        "/v1/counters",
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await?;
     let cart = new_cart(ctx).await?;
     let wrong = ctx
         .request(Method::GET, "/v1/counters")
@@ -926,8 +952,13 @@ async fn counters_count_views_visitors_and_top_products(ctx: &Ctx) -> anyhow::Re
 }
 
 async fn unknown_routes_and_methods_are_problems(ctx: &Ctx) -> anyhow::Result<()> {
-    let resp = ctx.request(Method::GET, "/v1/nothing-here").send().await?;
-    expect_problem(resp, StatusCode::NOT_FOUND, "route_not_found").await?;
+    get_problem(
+        ctx,
+        "/v1/nothing-here",
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+    )
+    .await?;
     let resp = ctx.request(Method::DELETE, "/v1/products").send().await?;
     let allow = resp
         .headers()
