@@ -18,7 +18,7 @@ pub const TRENDING_MINUTES: i64 = 60;
 /// Records after which a cached trending view is recomputed within the same minute.
 const TRENDING_REFRESH_RECORDS: u64 = 64;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means another request panicked mid-update of plain data; the data
     // is still structurally valid, so keep serving rather than failing every later request.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -212,7 +212,7 @@ impl Counters for MemoryCounters {
     }
 }
 
-/// No origin: a standalone edge that keeps counting locally and queues events in its outbox.
+/// No origin: a standalone edge that keeps counting locally and queues nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoOrigin;
 

@@ -13,7 +13,7 @@ use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{CatalogSnapshot, demo_catalog};
 use edgefront_shared::tokens::Keyring;
 
-use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
+use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv, lock};
 use crate::ports::{Environment, Origin, PortError, Ports};
 use crate::{App, Config};
 
@@ -91,18 +91,12 @@ impl RecordingOrigin {
 
     /// Event batches received (JSON bodies), in order.
     pub fn event_batches(&self) -> Vec<Vec<u8>> {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.events).clone()
     }
 
     /// Sketch deltas received: (edge node, encoded windows), in order.
     pub fn sketch_deltas(&self) -> Vec<(String, Vec<u8>)> {
-        self.sketches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.sketches).clone()
     }
 }
 
@@ -129,10 +123,7 @@ impl Origin for RecordingOrigin {
         if refused {
             return Err(PortError::Unavailable("origin refused".into()));
         }
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(batch_json);
+        lock(&self.events).push(batch_json);
         Ok(())
     }
 
@@ -140,10 +131,7 @@ impl Origin for RecordingOrigin {
         if self.down.load(Ordering::SeqCst) {
             return Err(PortError::Unavailable("origin refused".into()));
         }
-        self.sketches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((edge_node.to_owned(), encoded));
+        lock(&self.sketches).push((edge_node.to_owned(), encoded));
         Ok(())
     }
 }
