@@ -1,5 +1,5 @@
 //! Event ingest at the core, per event: validate (`parse_track_owned`), enrich, and update the
-//! sketches (`analytics::record`). The JSON text parse is measured separately.
+//! sketches (`analytics::record`). The JSON text parse and each stage are measured separately.
 //! Run: `cargo bench -p edgefront-shared --bench ingest`
 
 use std::collections::BTreeMap;
@@ -34,6 +34,45 @@ fn ingest(c: &mut Criterion) {
                         let enriched = events::enrich(ev, &enrichment);
                         analytics::record(&mut set, &enriched, |_| true);
                     }
+                }
+                set
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The stages on their own, so the end-to-end number above can be attributed.
+    let parsed: Vec<_> = batch
+        .iter()
+        .map(|v| events::parse_track(v).expect("demo events are valid"))
+        .collect();
+    let enriched: Vec<_> = parsed
+        .iter()
+        .map(|ev| events::enrich(ev.clone(), &enrichment))
+        .collect();
+    group.bench_function("stage_validate_per_event", |b| {
+        b.iter(|| {
+            for v in &batch {
+                std::hint::black_box(events::parse_track(v).expect("valid"));
+            }
+        })
+    });
+    group.bench_function("stage_enrich_per_event", |b| {
+        b.iter_batched(
+            || parsed.clone(),
+            |evs| {
+                evs.into_iter()
+                    .map(|ev| events::enrich(ev, &enrichment))
+                    .collect::<Vec<_>>()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("stage_sketch_updates_per_event", |b| {
+        b.iter_batched(
+            CounterSet::new,
+            |mut set| {
+                for ev in &enriched {
+                    analytics::record(&mut set, ev, |_| true);
                 }
                 set
             },
