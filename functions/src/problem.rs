@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use edgefront_shared::cart::CartError;
 use edgefront_shared::catalog::CatalogError;
+use edgefront_shared::problem::{self, Problem};
 use edgefront_shared::tokens::TokenError;
 use http::{HeaderValue, Response, StatusCode, header};
-use serde::Serialize;
 
 use crate::ports::PortError;
 
@@ -142,24 +142,22 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Internal(_) => None,
             other => Some(other.to_string()),
         };
-        let body = ProblemBody {
-            kind: format!("https://edgefront.dev/problems/{code}"),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
+        let mut body = Problem::new(
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error"),
             code,
             detail,
-            extensions: match self {
-                ApiError::InvalidEvents(v) => Some(v),
-                _ => None,
-            },
-        };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        );
+        if let ApiError::InvalidEvents(v) = self {
+            body.extensions = Some(v);
+        }
+        let bytes = body.to_vec();
         let mut resp = Response::new(Bytes::from(bytes));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(problem::CONTENT_TYPE),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let ApiError::MethodNotAllowed(allow) = self {
@@ -167,18 +165,4 @@ impl ApiError {
         }
         resp
     }
-}
-
-#[derive(Serialize)]
-struct ProblemBody<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-    /// Extension members (RFC 9457 §3.2).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    extensions: Option<&'a serde_json::Value>,
 }

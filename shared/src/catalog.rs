@@ -342,6 +342,26 @@ pub struct SnapshotData {
     pub promotions: Vec<Promotion>,
 }
 
+/// The catalog as the origin publishes it to edges (`GET /v1/catalog/snapshot`): products with
+/// their available stock, and the promotions. Edges rebuild the indexes on load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedCatalog {
+    /// Snapshot version; increases with every publish.
+    pub version: u64,
+    /// Every product, active or not.
+    pub products: Vec<Product>,
+    /// Promotions in force.
+    #[serde(default)]
+    pub promotions: Vec<Promotion>,
+}
+
+impl PublishedCatalog {
+    /// Validates and indexes the published catalog.
+    pub fn into_snapshot(self) -> Result<CatalogSnapshot, CatalogError> {
+        CatalogSnapshot::build_with_promotions(self.version, self.products, self.promotions)
+    }
+}
+
 impl CatalogSnapshot {
     /// Validates the products and builds every index, without promotions.
     pub fn build(version: u64, products: Vec<Product>) -> Result<Self, CatalogError> {

@@ -1,4 +1,5 @@
-//! Domain types and pure logic for edgefront — money, catalog, cart, tokens, events and sketches.
+//! Domain types and pure logic for edgefront — money, tax, catalog, cart, tokens, events and
+//! sketches.
 //!
 //! Key design choice: nothing here performs I/O or reads a clock or a random source; time and
 //! identifiers are passed in. That keeps every rule deterministic, testable, and buildable for
@@ -9,6 +10,8 @@ pub mod cart;
 pub mod catalog;
 pub mod events;
 pub mod money;
+pub mod problem;
 pub mod recommend;
 pub mod sketch;
+pub mod tax;
 pub mod tokens;

@@ -231,6 +231,21 @@ impl Money {
         })
     }
 
+    /// The amount as a whole number of minor units (cents for EUR), for storage as an integer
+    /// column that databases sum exactly.
+    pub fn to_minor_units(&self) -> Result<i64, MoneyError> {
+        let scaled = self
+            .amount
+            .checked_mul(Decimal::from(10i64.pow(self.currency.minor_units())))
+            .ok_or(MoneyError::Overflow)?;
+        i64::try_from(scaled.trunc()).map_err(|_| MoneyError::Overflow)
+    }
+
+    /// The amount `minor` minor units represent, e.g. 1250 EUR cents → `12.50`.
+    pub fn from_minor_units(minor: i64, currency: Currency) -> Self {
+        Money::new(Decimal::new(minor, currency.minor_units()), currency)
+    }
+
     /// Sums amounts exactly; an empty sum is zero in `currency`.
     pub fn sum<'a>(
         currency: Currency,
@@ -345,5 +360,24 @@ mod tests {
 
     impl Currency {
         const JPY_FOR_TEST: Currency = Currency(iso_currency::Currency::JPY);
+    }
+
+    #[test]
+    fn minor_units_round_trip_for_two_zero_and_three_decimal_currencies() {
+        for (code, text, minor) in [
+            ("EUR", "12.50", 1250),
+            ("JPY", "1250", 1250),
+            ("KWD", "1.250", 1250),
+        ] {
+            let c = Currency::parse(code).unwrap();
+            let m = Money::parse(text, c).unwrap();
+            assert_eq!(m.to_minor_units().unwrap(), minor, "{code}");
+            assert_eq!(Money::from_minor_units(minor, c), m, "{code}");
+        }
+        let eur = Currency::parse("EUR").unwrap();
+        assert_eq!(
+            Money::from_minor_units(-5, eur).amount().to_string(),
+            "-0.05"
+        );
     }
 }

@@ -240,6 +240,7 @@ where
     }
 
     #[inline] // Returns an iterator to the Registers' values.
+    #[allow(dead_code)] // [edgefront patch] merge no longer uses it.
     fn registers_iter(&self) -> Option<impl Iterator<Item = u32> + '_> {
         self.registers
             .as_ref()

@@ -1,0 +1,93 @@
+//! `POST /v1/ingest/events` and `POST /v1/ingest/sketches`: what edge nodes deliver, at least
+//! once. Batches and events de-duplicate by id, sketch deltas by digest, so a retry never
+//! double-counts.
+
+use axum::extract::{Request, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use edgefront_shared::events::EnrichedEvent;
+use edgefront_shared::sketch::Windows;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::extract::{JsonBody, has_content_type, read_body};
+use crate::state::AppState;
+use crate::store::IngestOutcome;
+
+/// Most events in one batch (the edge sends at most 500 per request).
+const MAX_BATCH_EVENTS: usize = 1000;
+
+/// The ingest routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/ingest/events", post(events))
+        .route("/v1/ingest/sketches", post(sketches))
+}
+
+#[derive(Debug, Deserialize)]
+struct Batch {
+    batch_id: String,
+    edge_node: String,
+    events: Vec<EnrichedEvent>,
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+        return Err(ApiError::Validation(format!(
+            "{what} must be 1 to 128 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn events(
+    State(state): State<AppState>,
+    JsonBody(batch): JsonBody<Batch>,
+) -> Result<Json<IngestOutcome>, ApiError> {
+    check_name("batch_id", &batch.batch_id)?;
+    check_name("edge_node", &batch.edge_node)?;
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::Validation(format!(
+            "a batch holds at most {MAX_BATCH_EVENTS} events"
+        )));
+    }
+    let now = state.clock.now_ms();
+    let outcome = state
+        .store
+        .ingest_events(&batch.batch_id, &batch.edge_node, &batch.events, now)
+        .await?;
+    Ok(Json(outcome))
+}
+
+async fn sketches(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<IngestOutcome>, ApiError> {
+    let (parts, body) = req.into_parts();
+    if !has_content_type(&parts, "application/octet-stream") {
+        return Err(ApiError::UnsupportedMediaType("application/octet-stream"));
+    }
+    let node = parts
+        .headers
+        .get("x-edge-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    check_name("X-Edge-Node", &node)?;
+    let bytes = read_body(body, state.settings.max_body_bytes).await?;
+    let delta = Windows::decode(&bytes)
+        .map_err(|e| ApiError::Validation(format!("sketch delta does not decode: {e}")))?;
+    // The same bytes from the same node are the same delta (a retry after a lost answer).
+    let mut h = Sha256::new();
+    h.update(node.as_bytes());
+    h.update([0]);
+    h.update(&bytes);
+    let digest = format!("{:x}", h.finalize());
+    let now = state.clock.now_ms();
+    let outcome = state
+        .store
+        .ingest_sketches(&node, &digest, &delta, now)
+        .await?;
+    Ok(Json(outcome))
+}

@@ -1,0 +1,1216 @@
+//! The warehouse and the books: one storage interface over embedded SQLite (default) and
+//! PostgreSQL (production), chosen by URL.
+//!
+//! Key design choice: every rule that must hold across concurrent requests and across origin
+//! replicas is enforced by the database — conditional updates (`… WHERE on_hand - reserved >=
+//! $q`), `CHECK (reserved <= on_hand)`, primary keys for de-duplication, row locks on sketch
+//! buckets, `SKIP LOCKED` for jobs on PostgreSQL — never by process memory. The SQL is shared
+//! (sqlx's `any` driver; `$n` placeholders work on both), and the few dialect differences are
+//! the [`Backend`] methods.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use edgefront_shared::events::{EnrichedEvent, EventName};
+use edgefront_shared::money::{Currency, Money};
+use edgefront_shared::sketch::{CounterSet, SketchError, Windows};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+/// Why a storage call failed. Callers map these to 5xx; the detail is logged, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value did not decode (a bug or manual tampering).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// The URL names no supported database.
+    #[error("unsupported database URL (use sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+}
+
+impl From<SketchError> for StoreError {
+    fn from(e: SketchError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database is behind the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite in WAL mode: one machine, one writer at a time.
+    Sqlite,
+    /// PostgreSQL: many origin replicas against one server.
+    Postgres,
+}
+
+impl Backend {
+    fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// How a writing transaction starts. SQLite takes the write lock up front, so a transaction
+    /// that reads before it writes cannot fail to upgrade its lock (which `busy_timeout` would
+    /// not retry); PostgreSQL locks rows as it goes.
+    fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Row lock for read-modify-write; SQLite's write lock already covers the database.
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Lets concurrent job runners on several replicas take disjoint rows.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// Stock of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryLevel {
+    /// SKU.
+    pub sku: String,
+    /// Units in the warehouse.
+    pub on_hand: i64,
+    /// Units held by unpaid orders.
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    pub available: i64,
+}
+
+/// Why a stock change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StockRefusal {
+    /// The SKU is not in the catalog.
+    UnknownSku,
+    /// Setting on-hand below what unpaid orders hold.
+    BelowReserved {
+        /// Units currently reserved.
+        reserved: i64,
+    },
+}
+
+/// A line of an order, priced by the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderLine {
+    /// SKU.
+    pub sku: String,
+    /// Product id.
+    pub product_id: String,
+    /// Product title at the time of the order.
+    pub title: String,
+    /// Units.
+    pub quantity: u32,
+    /// Unit price.
+    pub unit_price: Money,
+    /// `unit_price × quantity`.
+    pub line_total: Money,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    /// Order id.
+    pub id: String,
+    /// `pending_payment`, `paid`, `payment_failed` or `expired`.
+    pub status: String,
+    /// The cart it was created from.
+    #[serde(skip)]
+    pub cart_id: String,
+    /// Shopper's email.
+    #[serde(skip)]
+    pub email: String,
+    /// Where it ships (JSON as given).
+    #[serde(skip)]
+    pub shipping_address: String,
+    /// Lines.
+    pub lines: Vec<OrderLine>,
+    /// Sum of lines.
+    pub subtotal: Money,
+    /// Promotions.
+    pub discount: Money,
+    /// Tax on `subtotal - discount`.
+    pub tax: Money,
+    /// What the shopper pays.
+    pub total: Money,
+    /// Catalog version the order was priced against.
+    pub catalog_version: u64,
+    /// Creation time, unix ms.
+    #[serde(skip)]
+    pub created_ms: i64,
+    /// When the reservation lapses, unix ms.
+    #[serde(skip)]
+    pub expires_ms: i64,
+}
+
+/// What a checkout did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutOutcome {
+    /// A new order with its reservation.
+    Created(Order),
+    /// The same idempotency key and request were seen before: that order.
+    Replayed(Order),
+    /// Not enough stock for these SKUs; nothing was written.
+    OutOfStock(Vec<String>),
+    /// The idempotency key was used with a different request; nothing was written.
+    KeyReused,
+}
+
+/// The result of settling a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The order moved to the new status; its reservation was committed or released.
+    Settled(Order),
+    /// The order already had that status (a retried call).
+    AlreadySettled(Order),
+    /// The order cannot take this payment any more (expired, failed, or paid).
+    NotPayable(Order),
+    /// No such order.
+    NotFound,
+}
+
+/// What an ingest call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct IngestOutcome {
+    /// Whether this batch (or delta) was seen before; then nothing changed.
+    pub duplicate_batch: bool,
+    /// Events stored.
+    pub inserted: u64,
+    /// Events skipped because their id was already stored.
+    pub duplicate_events: u64,
+}
+
+/// Sketch bucket sizes, finest first. Deltas are rolled up into all three on write, so a window
+/// is answered from the coarsest buckets that fit it.
+pub const GRANULARITIES: [(&str, i64); 3] = [("day", 1440), ("hour", 60), ("minute", 1)];
+
+fn corrupt(what: &str) -> impl FnOnce(std::num::TryFromIntError) -> StoreError + '_ {
+    move |_| StoreError::Corrupt(what.to_owned())
+}
+
+fn money(minor: i64, currency: Currency) -> Money {
+    Money::from_minor_units(minor, currency)
+}
+
+fn minor(m: &Money) -> Result<i64> {
+    m.to_minor_units()
+        .map_err(|e| StoreError::Corrupt(format!("amount out of range: {e}")))
+}
+
+/// The storage handle: a pool and its dialect. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:path` — created when missing — or `postgres://…`) and applies
+    /// migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer. synchronous=FULL: a committed
+                        // order survives power loss, not only a crashed process.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool (tests, shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Catalog
+    // -----------------------------------------------------------------------------------------
+
+    /// Inserts or replaces products (by id) as JSON bodies, and sets stock for SKUs when given.
+    /// Stock changes go through [`Store::set_on_hand`]'s rule (never below reserved); refused
+    /// SKUs are returned.
+    pub async fn upsert_products(
+        &self,
+        products: &[(String, String, String)],
+        stock: &[(String, u32)],
+        now_ms: i64,
+    ) -> Result<Vec<(String, StockRefusal)>> {
+        let mut tx = self.begin().await?;
+        for (id, sku, body) in products {
+            sqlx::query(
+                "INSERT INTO products (id, sku, body, updated_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, body = excluded.body, \
+                 updated_ms = excluded.updated_ms",
+            )
+            .bind(id)
+            .bind(sku)
+            .bind(body)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut refused = Vec::new();
+        for (sku, on_hand) in stock {
+            if let Err(r) = set_on_hand_in(&mut tx, sku, i64::from(*on_hand), now_ms).await? {
+                refused.push((sku.clone(), r));
+            }
+        }
+        tx.commit().await?;
+        Ok(refused)
+    }
+
+    /// All product bodies (JSON), ordered by id.
+    pub async fn product_bodies(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT body FROM products ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Stores a published snapshot under the next version and returns that version.
+    pub async fn publish_snapshot(
+        &self,
+        build: impl FnOnce(u64) -> Result<Vec<u8>>,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let last: Option<i64> = sqlx::query("SELECT MAX(version) FROM catalog_versions")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let version = u64::try_from(last.unwrap_or(0)).map_err(corrupt("catalog version"))? + 1;
+        let body = build(version)?;
+        sqlx::query(
+            "INSERT INTO catalog_versions (version, published_ms, body) VALUES ($1, $2, $3)",
+        )
+        .bind(i64::try_from(version).map_err(corrupt("catalog version"))?)
+        .bind(now_ms)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+        // Keep a few versions for edges that are a little behind.
+        sqlx::query("DELETE FROM catalog_versions WHERE version <= $1")
+            .bind(i64::try_from(version).map_err(corrupt("catalog version"))? - 5)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// The newest snapshot: version and body.
+    pub async fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        let row =
+            sqlx::query("SELECT version, body FROM catalog_versions ORDER BY version DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            let v: i64 = r.try_get(0)?;
+            Ok((
+                u64::try_from(v).map_err(corrupt("catalog version"))?,
+                r.try_get(1)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// The latest time stock or products changed, to decide whether to republish.
+    pub async fn last_change_ms(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(updated_ms) FROM inventory), 0), \
+                    COALESCE((SELECT MAX(updated_ms) FROM products), 0), \
+                    COALESCE((SELECT MAX(published_ms) FROM catalog_versions), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (a, b, c): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        // Positive when something changed after the last publish.
+        Ok(if a.max(b) >= c { a.max(b) } else { 0 })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inventory
+    // -----------------------------------------------------------------------------------------
+
+    /// Stock of one SKU (zero for a catalog SKU never stocked); `None` for an unknown SKU.
+    pub async fn inventory(&self, sku: &str) -> Result<Option<InventoryLevel>> {
+        let known = sqlx::query("SELECT 1 FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        let row = sqlx::query("SELECT on_hand, reserved FROM inventory WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(level(sku, r.try_get(0)?, r.try_get(1)?)),
+            None if known => Some(level(sku, 0, 0)),
+            None => None,
+        })
+    }
+
+    /// Available units per SKU, for the published snapshot.
+    pub async fn availability(&self) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query("SELECT sku, on_hand - reserved FROM inventory")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Sets on-hand stock (an InventoryAdjusted movement). Refused for unknown SKUs and below
+    /// what unpaid orders hold.
+    pub async fn set_on_hand(
+        &self,
+        sku: &str,
+        on_hand: i64,
+        now_ms: i64,
+    ) -> Result<Result<InventoryLevel, StockRefusal>> {
+        let mut tx = self.begin().await?;
+        let known = sqlx::query("SELECT 1 FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !known {
+            return Ok(Err(StockRefusal::UnknownSku));
+        }
+        let result = set_on_hand_in(&mut tx, sku, on_hand, now_ms).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Orders
+    // -----------------------------------------------------------------------------------------
+
+    /// Creates an order and reserves every line, or nothing. With an idempotency key, a repeat
+    /// of the same request returns the first order and a different request is refused.
+    pub async fn create_order(
+        &self,
+        order: &Order,
+        idempotency: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> Result<CheckoutOutcome> {
+        let mut tx = self.begin().await?;
+        if let Some((key, fingerprint)) = idempotency {
+            // On PostgreSQL a concurrent holder of the same key makes this wait for its commit.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, order_id, created_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(fingerprint)
+            .bind(&order.id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                tx.rollback().await?;
+                return self.replay(key, fingerprint).await;
+            }
+        }
+
+        // Lines in SKU order, so two checkouts never wait on each other's rows in a cycle.
+        let mut lines: Vec<&OrderLine> = order.lines.iter().collect();
+        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let mut short = Vec::new();
+        for line in &lines {
+            let q = i64::from(line.quantity);
+            let reserved = sqlx::query(
+                "UPDATE inventory SET reserved = reserved + $1, updated_ms = $2 \
+                 WHERE sku = $3 AND on_hand - reserved >= $1",
+            )
+            .bind(q)
+            .bind(now_ms)
+            .bind(&line.sku)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if reserved == 0 {
+                short.push(line.sku.clone());
+            }
+        }
+        if !short.is_empty() {
+            tx.rollback().await?;
+            return Ok(CheckoutOutcome::OutOfStock(short));
+        }
+
+        let currency = order.total.currency();
+        sqlx::query(
+            "INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
+             subtotal_minor, discount_minor, tax_minor, total_minor, catalog_version, \
+             created_ms, expires_ms) \
+             VALUES ($1, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&order.id)
+        .bind(&order.cart_id)
+        .bind(&order.email)
+        .bind(&order.shipping_address)
+        .bind(currency.code())
+        .bind(minor(&order.subtotal)?)
+        .bind(minor(&order.discount)?)
+        .bind(minor(&order.tax)?)
+        .bind(minor(&order.total)?)
+        .bind(i64::try_from(order.catalog_version).map_err(corrupt("catalog version"))?)
+        .bind(order.created_ms)
+        .bind(order.expires_ms)
+        .execute(&mut *tx)
+        .await?;
+        for line in &lines {
+            let q = i64::from(line.quantity);
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, sku, product_id, title, quantity, \
+                 unit_price_minor, line_total_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&order.id)
+            .bind(&line.sku)
+            .bind(&line.product_id)
+            .bind(&line.title)
+            .bind(q)
+            .bind(minor(&line.unit_price)?)
+            .bind(minor(&line.line_total)?)
+            .execute(&mut *tx)
+            .await?;
+            movement(
+                &mut tx,
+                &line.sku,
+                "reserved",
+                0,
+                q,
+                Some(&order.id),
+                now_ms,
+            )
+            .await?;
+        }
+        record_order_event(&mut tx, &order.id, EventName::CheckoutStarted, now_ms).await?;
+        tx.commit().await?;
+        Ok(CheckoutOutcome::Created(order.clone()))
+    }
+
+    async fn replay(&self, key: &str, fingerprint: &str) -> Result<CheckoutOutcome> {
+        let row = sqlx::query("SELECT fingerprint, order_id FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt("idempotency key vanished".into()));
+        };
+        let stored: String = row.try_get(0)?;
+        if stored != fingerprint {
+            return Ok(CheckoutOutcome::KeyReused);
+        }
+        let order_id: String = row.try_get(1)?;
+        match self.order(&order_id).await? {
+            Some(order) => Ok(CheckoutOutcome::Replayed(order)),
+            None => Err(StoreError::Corrupt("idempotent order missing".into())),
+        }
+    }
+
+    /// One order with its lines.
+    pub async fn order(&self, id: &str) -> Result<Option<Order>> {
+        load_order(&self.pool, id).await
+    }
+
+    /// Settles a pending order: paid (reservation committed: stock leaves the warehouse) or
+    /// payment failed (reservation released). Exactly one of pay, fail and expire wins.
+    pub async fn settle(
+        &self,
+        order_id: &str,
+        paid: bool,
+        payment_ref: &str,
+        now_ms: i64,
+    ) -> Result<SettleOutcome> {
+        let status = if paid { "paid" } else { "payment_failed" };
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE orders SET status = $1, settled_ms = $2, payment_ref = $3 \
+             WHERE id = $4 AND status = 'pending_payment' AND expires_ms > $2",
+        )
+        .bind(status)
+        .bind(now_ms)
+        .bind(payment_ref)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(match self.order(order_id).await? {
+                None => SettleOutcome::NotFound,
+                Some(o) if o.status == status => SettleOutcome::AlreadySettled(o),
+                Some(o) => SettleOutcome::NotPayable(o),
+            });
+        }
+        release_or_commit(&mut tx, order_id, paid, now_ms).await?;
+        if paid {
+            record_order_event(&mut tx, order_id, EventName::OrderCompleted, now_ms).await?;
+        }
+        tx.commit().await?;
+        match load_order(&self.pool, order_id).await? {
+            Some(o) => Ok(SettleOutcome::Settled(o)),
+            None => Err(StoreError::Corrupt("settled order missing".into())),
+        }
+    }
+
+    /// Expires up to `limit` unpaid orders whose reservation lapsed and returns their stock.
+    /// Safe to run on every replica at once.
+    pub async fn expire_reservations(&self, now_ms: i64, limit: i64) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE orders SET status = 'expired', settled_ms = $1 \
+             WHERE status = 'pending_payment' AND id IN (\
+                SELECT id FROM orders WHERE status = 'pending_payment' AND expires_ms <= $1 \
+                ORDER BY expires_ms LIMIT $2{}) \
+             RETURNING id",
+            self.backend.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            release_or_commit(&mut tx, id, false, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Every stock invariant, checked from the books: on-hand and reserved never negative,
+    /// reserved equals what pending orders hold, and the movements sum to the current levels.
+    /// Returns the violations (empty when consistent).
+    pub async fn check_invariants(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let rows = sqlx::query(
+            "SELECT i.sku, i.on_hand, i.reserved, \
+                COALESCE((SELECT SUM(l.quantity) FROM order_lines l JOIN orders o \
+                    ON o.id = l.order_id WHERE l.sku = i.sku AND o.status = 'pending_payment'), 0), \
+                COALESCE((SELECT SUM(m.on_hand_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0), \
+                COALESCE((SELECT SUM(m.reserved_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0) \
+             FROM inventory i",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let sku: String = r.try_get(0)?;
+            let (on_hand, reserved, held, moved_on_hand, moved_reserved): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = (
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                r.try_get(5)?,
+            );
+            if on_hand < 0 || reserved < 0 || reserved > on_hand {
+                problems.push(format!("{sku}: on_hand {on_hand}, reserved {reserved}"));
+            }
+            if reserved != held {
+                problems.push(format!(
+                    "{sku}: reserved {reserved} but pending orders hold {held}"
+                ));
+            }
+            if moved_on_hand != on_hand || moved_reserved != reserved {
+                problems.push(format!(
+                    "{sku}: movements sum to ({moved_on_hand}, {moved_reserved}), levels are ({on_hand}, {reserved})"
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Ingest and analytics
+    // -----------------------------------------------------------------------------------------
+
+    /// Stores a batch of enriched events once: a replayed batch id changes nothing, and an event
+    /// id already stored (from another batch) is skipped.
+    pub async fn ingest_events(
+        &self,
+        batch_id: &str,
+        edge_node: &str,
+        events: &[EnrichedEvent],
+        now_ms: i64,
+    ) -> Result<IngestOutcome> {
+        let mut tx = self.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO ingest_batches (batch_id, edge_node, events, received_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (batch_id) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(edge_node)
+        .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            tx.rollback().await?;
+            return Ok(IngestOutcome {
+                duplicate_batch: true,
+                ..IngestOutcome::default()
+            });
+        }
+        let mut outcome = IngestOutcome::default();
+        let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for ev in events {
+            let minute = unix_minute(ev.timestamp);
+            let body = serde_json::to_string(ev)
+                .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
+            let inserted = sqlx::query(
+                "INSERT INTO events (event_id, name, minute, received_ms, edge_node, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&ev.event_id)
+            .bind(ev.name.as_str())
+            .bind(minute)
+            .bind(now_ms)
+            .bind(&ev.edge_node)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                outcome.inserted += 1;
+                *counts.entry((minute, ev.name.as_str())).or_default() += 1;
+            } else {
+                outcome.duplicate_events += 1;
+            }
+        }
+        for ((minute, name), n) in counts {
+            add_event_count(&mut tx, minute, name, n).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Merges a sketch delta (per-minute counter sets from one edge node) into the minute, hour
+    /// and day buckets, once: the same delta bytes sent again change nothing.
+    pub async fn ingest_sketches(
+        &self,
+        edge_node: &str,
+        digest: &str,
+        delta: &Windows,
+        now_ms: i64,
+    ) -> Result<IngestOutcome> {
+        let mut tx = self.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO sketch_deltas (digest, edge_node, received_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(edge_node)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            tx.rollback().await?;
+            return Ok(IngestOutcome {
+                duplicate_batch: true,
+                ..IngestOutcome::default()
+            });
+        }
+        // Roll each minute up into its hour and day before touching the database, so each
+        // bucket row is read and written once per delta.
+        let mut rolled: BTreeMap<(&str, i64), CounterSet> = BTreeMap::new();
+        for (minute, set) in delta.iter() {
+            for (granularity, size) in GRANULARITIES {
+                let start = minute.div_euclid(size) * size;
+                rolled.entry((granularity, start)).or_default().merge(set)?;
+            }
+        }
+        for ((granularity, start), set) in rolled {
+            merge_bucket(&mut tx, self.backend, granularity, start, &set, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(IngestOutcome::default())
+    }
+
+    /// Exact, de-duplicated event counts per name over `[from_minute, to_minute)`.
+    pub async fn event_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT name, SUM(n) FROM event_counts WHERE minute >= $1 AND minute < $2 \
+             GROUP BY name ORDER BY name",
+        )
+        .bind(from_minute)
+        .bind(to_minute)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// The merged counter set over `[from_minute, to_minute)`, read from the coarsest buckets
+    /// that fit inside the window, and how many buckets that took.
+    pub async fn merged_sketches(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<(CounterSet, usize)> {
+        let mut wanted: Vec<(&str, i64)> = Vec::new();
+        let mut at = from_minute;
+        while at < to_minute {
+            let (granularity, size) = GRANULARITIES
+                .into_iter()
+                .find(|(_, size)| at.rem_euclid(*size) == 0 && at + size <= to_minute)
+                .unwrap_or(("minute", 1));
+            wanted.push((granularity, at));
+            at += size;
+        }
+        let mut merged = CounterSet::new();
+        let mut read = 0;
+        for (granularity, size) in GRANULARITIES {
+            let starts: Vec<i64> = wanted
+                .iter()
+                .filter(|(g, _)| *g == granularity)
+                .map(|(_, s)| *s)
+                .collect();
+            let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
+                continue;
+            };
+            let rows = sqlx::query(
+                "SELECT start_minute, body FROM sketch_buckets \
+                 WHERE granularity = $1 AND start_minute >= $2 AND start_minute <= $3",
+            )
+            .bind(granularity)
+            .bind(*first)
+            .bind(*last)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let start: i64 = r.try_get(0)?;
+                // Only buckets of the cover: a range of one granularity can span gaps filled by
+                // finer ones.
+                if starts.binary_search(&start).is_err() || start % size != 0 {
+                    continue;
+                }
+                let body: Vec<u8> = r.try_get(1)?;
+                merged.merge(&CounterSet::decode(&body)?)?;
+                read += 1;
+            }
+        }
+        Ok((merged, read))
+    }
+
+    /// Revenue and order count of orders paid in `[from_ms, to_ms)`, per currency.
+    pub async fn revenue(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(Money, i64)>> {
+        let rows = sqlx::query(
+            "SELECT currency, SUM(total_minor), COUNT(*) FROM orders \
+             WHERE status = 'paid' AND settled_ms >= $1 AND settled_ms < $2 \
+             GROUP BY currency ORDER BY currency",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let code: String = r.try_get(0)?;
+                let currency = Currency::parse(&code)
+                    .map_err(|_| StoreError::Corrupt(format!("currency {code}")))?;
+                Ok((money(r.try_get(1)?, currency), r.try_get(2)?))
+            })
+            .collect()
+    }
+
+    /// Deletes raw events received before `before_ms` (retention); counts and sketches stay.
+    pub async fn delete_events_before(&self, before_ms: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM events WHERE received_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Deletes sketch buckets of `granularity` that start before `before_minute`: once the
+    /// coarser buckets hold them, fine buckets only serve recent windows.
+    pub async fn compact_buckets(&self, granularity: &str, before_minute: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let n =
+            sqlx::query("DELETE FROM sketch_buckets WHERE granularity = $1 AND start_minute < $2")
+                .bind(granularity)
+                .bind(before_minute)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Number of raw events stored (tests, diagnostics).
+    pub async fn stored_events(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}
+
+/// The unix minute of a time.
+pub fn unix_minute(t: time::OffsetDateTime) -> i64 {
+    t.unix_timestamp().div_euclid(60)
+}
+
+fn level(sku: &str, on_hand: i64, reserved: i64) -> InventoryLevel {
+    InventoryLevel {
+        sku: sku.to_owned(),
+        on_hand,
+        reserved,
+        available: on_hand - reserved,
+    }
+}
+
+async fn set_on_hand_in(
+    tx: &mut Transaction<'static, Any>,
+    sku: &str,
+    on_hand: i64,
+    now_ms: i64,
+) -> Result<Result<InventoryLevel, StockRefusal>> {
+    // The row is created at zero first so the change below is one conditional update whose
+    // delta is recorded exactly.
+    sqlx::query(
+        "INSERT INTO inventory (sku, on_hand, reserved, updated_ms) VALUES ($1, 0, 0, $2) \
+         ON CONFLICT (sku) DO NOTHING",
+    )
+    .bind(sku)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(
+        "UPDATE inventory SET on_hand = $1, updated_ms = $2 WHERE sku = $3 AND reserved <= $1 \
+         RETURNING reserved",
+    )
+    .bind(on_hand)
+    .bind(now_ms)
+    .bind(sku)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let previous: Option<i64> = sqlx::query(
+        "SELECT COALESCE(SUM(on_hand_delta), 0) FROM inventory_movements WHERE sku = $1",
+    )
+    .bind(sku)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    match row {
+        Some(r) => {
+            let reserved: i64 = r.try_get(0)?;
+            let delta = on_hand - previous.unwrap_or(0);
+            if delta != 0 {
+                movement(tx, sku, "adjusted", delta, 0, None, now_ms).await?;
+            }
+            Ok(Ok(level(sku, on_hand, reserved)))
+        }
+        None => {
+            let reserved: i64 = sqlx::query("SELECT reserved FROM inventory WHERE sku = $1")
+                .bind(sku)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get(0)?;
+            Ok(Err(StockRefusal::BelowReserved { reserved }))
+        }
+    }
+}
+
+async fn movement(
+    tx: &mut Transaction<'static, Any>,
+    sku: &str,
+    kind: &str,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    order_id: Option<&str>,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO inventory_movements (sku, kind, on_hand_delta, reserved_delta, order_id, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sku)
+    .bind(kind)
+    .bind(on_hand_delta)
+    .bind(reserved_delta)
+    .bind(order_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Commits (paid) or releases (failed, expired) the stock an order holds.
+async fn release_or_commit(
+    tx: &mut Transaction<'static, Any>,
+    order_id: &str,
+    commit: bool,
+    now_ms: i64,
+) -> Result<()> {
+    let lines =
+        sqlx::query("SELECT sku, quantity FROM order_lines WHERE order_id = $1 ORDER BY sku")
+            .bind(order_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    for line in lines {
+        let sku: String = line.try_get(0)?;
+        let q: i64 = line.try_get(1)?;
+        let on_hand_delta = if commit { -q } else { 0 };
+        sqlx::query(
+            "UPDATE inventory SET on_hand = on_hand + $1, reserved = reserved - $2, updated_ms = $3 \
+             WHERE sku = $4",
+        )
+        .bind(on_hand_delta)
+        .bind(q)
+        .bind(now_ms)
+        .bind(&sku)
+        .execute(&mut **tx)
+        .await?;
+        let kind = if commit { "committed" } else { "released" };
+        movement(tx, &sku, kind, on_hand_delta, -q, Some(order_id), now_ms).await?;
+    }
+    Ok(())
+}
+
+async fn add_event_count(
+    tx: &mut Transaction<'static, Any>,
+    minute: i64,
+    name: &str,
+    n: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO event_counts (minute, name, n) VALUES ($1, $2, $3) \
+         ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n",
+    )
+    .bind(minute)
+    .bind(name)
+    .bind(n)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The origin's own order events go into the warehouse beside the edge's, once per order.
+async fn record_order_event(
+    tx: &mut Transaction<'static, Any>,
+    order_id: &str,
+    name: EventName,
+    now_ms: i64,
+) -> Result<()> {
+    let event_id = format!("order:{order_id}:{}", name.as_str());
+    let minute = now_ms.div_euclid(60_000);
+    let body =
+        serde_json::json!({"order_id": order_id, "event": name.as_str(), "source": "origin"})
+            .to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO events (event_id, name, minute, received_ms, edge_node, body) \
+         VALUES ($1, $2, $3, $4, 'origin', $5) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(&event_id)
+    .bind(name.as_str())
+    .bind(minute)
+    .bind(now_ms)
+    .bind(body)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        add_event_count(tx, minute, &format!("origin:{}", name.as_str()), 1).await?;
+    }
+    Ok(())
+}
+
+async fn merge_bucket(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    granularity: &str,
+    start: i64,
+    set: &CounterSet,
+    now_ms: i64,
+) -> Result<()> {
+    let created = sqlx::query(
+        "INSERT INTO sketch_buckets (granularity, start_minute, body, updated_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (granularity, start_minute) DO NOTHING",
+    )
+    .bind(granularity)
+    .bind(start)
+    .bind(set.encode())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if created == 1 {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT body FROM sketch_buckets WHERE granularity = $1 AND start_minute = $2{}",
+        backend.for_update()
+    );
+    let body: Vec<u8> = sqlx::query(&sql)
+        .bind(granularity)
+        .bind(start)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    let mut stored = CounterSet::decode(&body)?;
+    stored.merge(set)?;
+    sqlx::query(
+        "UPDATE sketch_buckets SET body = $1, updated_ms = $2 \
+         WHERE granularity = $3 AND start_minute = $4",
+    )
+    .bind(stored.encode())
+    .bind(now_ms)
+    .bind(granularity)
+    .bind(start)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_order<'e, E>(executor: E, id: &str) -> Result<Option<Order>>
+where
+    E: sqlx::Executor<'e, Database = Any> + Copy,
+{
+    let Some(r) = sqlx::query(
+        "SELECT id, status, cart_id, email, shipping_address, currency, subtotal_minor, \
+         discount_minor, tax_minor, total_minor, catalog_version, created_ms, expires_ms \
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(executor)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let code: String = r.try_get(5)?;
+    let currency =
+        Currency::parse(&code).map_err(|_| StoreError::Corrupt(format!("currency {code}")))?;
+    let lines = sqlx::query(
+        "SELECT sku, product_id, title, quantity, unit_price_minor, line_total_minor \
+         FROM order_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(id)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|l: &AnyRow| {
+        let q: i64 = l.try_get(3)?;
+        Ok(OrderLine {
+            sku: l.try_get(0)?,
+            product_id: l.try_get(1)?,
+            title: l.try_get(2)?,
+            quantity: u32::try_from(q).map_err(corrupt("quantity"))?,
+            unit_price: money(l.try_get(4)?, currency),
+            line_total: money(l.try_get(5)?, currency),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let version: i64 = r.try_get(10)?;
+    Ok(Some(Order {
+        id: r.try_get(0)?,
+        status: r.try_get(1)?,
+        cart_id: r.try_get(2)?,
+        email: r.try_get(3)?,
+        shipping_address: r.try_get(4)?,
+        lines,
+        subtotal: money(r.try_get(6)?, currency),
+        discount: money(r.try_get(7)?, currency),
+        tax: money(r.try_get(8)?, currency),
+        total: money(r.try_get(9)?, currency),
+        catalog_version: u64::try_from(version).map_err(corrupt("catalog version"))?,
+        created_ms: r.try_get(11)?,
+        expires_ms: r.try_get(12)?,
+    }))
+}

@@ -1,0 +1,293 @@
+use std::time::Duration;
+
+use edgefront_origin::jobs;
+use edgefront_shared::money::{Currency, Money};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, assert_problem, checkout_body};
+use crate::{app_or_skip, on_both_backends};
+
+fn eur(v: &Value) -> Money {
+    assert_eq!(v["currency"], "EUR", "{v}");
+    Money::parse(v["amount"].as_str().unwrap(), Currency::EUR).unwrap()
+}
+
+async fn checkout_prices_from_the_catalog_adds_tax_and_reserves_stock(db: Db) {
+    let app = app_or_skip!(db);
+    let (a, b) = (app.product(0).clone(), app.product(1).clone());
+    app.set_stock(&a.sku, 10).await;
+    app.set_stock(&b.sku, 10).await;
+    let resp = app
+        .checkout(&app.cart_token(&[(&a.sku, 2), (&b.sku, 1)]), None)
+        .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let order = &body["order"];
+    assert_eq!(order["status"], "pending_payment");
+    let pa = a.price(Currency::EUR).unwrap();
+    let pb = b.price(Currency::EUR).unwrap();
+    let subtotal = pa.checked_mul(2).unwrap().checked_add(&pb).unwrap();
+    assert_eq!(eur(&order["subtotal"]), subtotal);
+    let taxable = subtotal.checked_sub(&eur(&order["discount"])).unwrap();
+    let tax = taxable.percentage(Decimal::from(19)).unwrap();
+    assert_eq!(eur(&order["tax"]), tax);
+    assert_eq!(eur(&order["total"]), taxable.checked_add(&tax).unwrap());
+    assert_eq!(order["lines"].as_array().unwrap().len(), 2);
+    assert!(
+        body["reservation_expires_at"]
+            .as_str()
+            .unwrap()
+            .contains('T')
+    );
+    assert_eq!(app.stock(&a.sku).await["reserved"], 2);
+    assert_eq!(app.stock(&b.sku).await["available"], 9);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn a_promotion_code_in_the_cart_is_applied_by_the_origin(db: Db) {
+    let app = app_or_skip!(db);
+    let a = app.product(0).clone();
+    app.set_stock(&a.sku, 10).await;
+    let resp = app
+        .checkout(
+            &app.cart_token_with(&[(&a.sku, 3)], Some("WELCOME10")),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let discount = eur(&body["order"]["discount"]);
+    assert!(!discount.is_zero(), "WELCOME10 gives a discount: {body}");
+    app.stop().await;
+}
+
+async fn paying_commits_the_reservation(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 5).await;
+    let body: Value = app
+        .checkout(&app.cart_token(&[(&sku, 2)]), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["order"]["id"].as_str().unwrap().to_owned();
+    let paid = app.pay(&id, "approve").await;
+    assert_eq!(paid.status(), 200);
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(paid["order"]["status"], "paid");
+    assert_eq!(
+        app.stock(&sku).await,
+        json!({"sku": sku, "on_hand": 3, "reserved": 0, "available": 3})
+    );
+    // A retried approval answers the same and moves no stock.
+    let again: Value = app.pay(&id, "approve").await.json().await.unwrap();
+    assert_eq!(again["order"]["status"], "paid");
+    assert_eq!(app.stock(&sku).await["on_hand"], 3);
+    assert_problem(app.pay(&id, "decline").await, 409, "order_not_payable").await;
+    let read: Value = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["order"]["status"], "paid");
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn a_declined_payment_releases_the_reservation(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 5).await;
+    let body: Value = app
+        .checkout(&app.cart_token(&[(&sku, 2)]), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["order"]["id"].as_str().unwrap();
+    let declined: Value = app.pay(id, "decline").await.json().await.unwrap();
+    assert_eq!(declined["order"]["status"], "payment_failed");
+    assert_eq!(
+        app.stock(&sku).await,
+        json!({"sku": sku, "on_hand": 5, "reserved": 0, "available": 5})
+    );
+    assert_problem(app.pay(id, "approve").await, 409, "order_not_payable").await;
+    let bad = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/pay")))
+        .json(&json!({"provider": "nope", "outcome": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    // Validation comes after the status check, so a settled order answers 409 first.
+    assert_eq!(bad.status(), 409);
+    assert_problem(app.pay("no-such-order", "approve").await, 404, "not_found").await;
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn expired_reservations_return_their_stock(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 3).await;
+    let body: Value = app
+        .checkout(&app.cart_token(&[(&sku, 3)]), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["order"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.stock(&sku).await["available"], 0);
+    // Not yet: the default TTL is 15 minutes.
+    app.clock.advance(Duration::from_secs(14 * 60));
+    let report = jobs::run_once(app.state()).await.unwrap();
+    assert_eq!(report.expired, 0);
+    app.clock.advance(Duration::from_secs(2 * 60));
+    let report = jobs::run_once(app.state()).await.unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(app.stock(&sku).await["available"], 3);
+    assert_problem(app.pay(&id, "approve").await, 409, "order_not_payable").await;
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn the_same_idempotency_key_and_request_returns_the_same_order(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let token = app.cart_token(&[(&sku, 2)]);
+    let first = app.checkout(&token, Some("key-1")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let second = app.checkout(&token, Some("key-1")).await;
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["order"]["id"], second["order"]["id"]);
+    assert_eq!(app.stock(&sku).await["reserved"], 2, "reserved once");
+    // Same key, other body → refused, nothing reserved.
+    let other = app
+        .checkout_with(&token, Some("key-1"), &checkout_body("FR"))
+        .await;
+    assert_problem(other, 409, "idempotency_key_reused").await;
+    let other_cart = app
+        .checkout(&app.cart_token(&[(&sku, 1)]), Some("key-1"))
+        .await;
+    assert_problem(other_cart, 409, "idempotency_key_reused").await;
+    assert_eq!(app.stock(&sku).await["reserved"], 2);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn out_of_stock_names_the_skus_and_reserves_nothing(db: Db) {
+    let app = app_or_skip!(db);
+    let (a, b) = (app.product(0).sku.clone(), app.product(1).sku.clone());
+    app.set_stock(&a, 5).await;
+    app.set_stock(&b, 1).await;
+    let resp = app
+        .checkout(&app.cart_token(&[(&a, 2), (&b, 2)]), None)
+        .await;
+    let body = assert_problem(resp, 409, "out_of_stock").await;
+    assert_eq!(body["skus"], json!([b]));
+    assert_eq!(app.stock(&a).await["reserved"], 0);
+    assert_eq!(app.stock(&b).await["reserved"], 0);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+async fn bad_checkouts_get_problems_and_write_nothing(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 5).await;
+    let good = app.cart_token(&[(&sku, 1)]);
+    // Missing, forged, expired cart tokens.
+    let none = app
+        .client
+        .post(app.url("/v1/checkout"))
+        .json(&checkout_body("DE"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(none, 401, "invalid_cart_token").await;
+    let mut forged = good.clone();
+    forged.pop();
+    forged.push(if good.ends_with('A') { 'B' } else { 'A' });
+    assert_problem(app.checkout(&forged, None).await, 401, "invalid_cart_token").await;
+    let expired = app.cart_token(&[(&sku, 1)]);
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    assert_problem(
+        app.checkout(&expired, None).await,
+        401,
+        "invalid_cart_token",
+    )
+    .await;
+    let good = app.cart_token(&[(&sku, 1)]);
+    // Unknown SKU, empty cart, unsupported country, bad email, malformed body.
+    let unknown = app
+        .checkout(&app.cart_token(&[("ghost-sku", 1)]), None)
+        .await;
+    assert_eq!(
+        assert_problem(unknown, 422, "unknown_sku").await["skus"],
+        json!(["ghost-sku"])
+    );
+    assert_problem(
+        app.checkout(&app.cart_token(&[]), None).await,
+        422,
+        "empty_cart",
+    )
+    .await;
+    let us = app.checkout_with(&good, None, &checkout_body("US")).await;
+    assert_problem(us, 422, "unsupported_country").await;
+    let lower = app.checkout_with(&good, None, &checkout_body("de")).await;
+    assert_problem(lower, 422, "unsupported_country").await;
+    let mut bad_email = checkout_body("DE");
+    bad_email["email"] = json!("not an email");
+    let resp = app.checkout_with(&good, None, &bad_email).await;
+    assert_problem(resp, 422, "validation_failed").await;
+    let no_address = app
+        .checkout_with(&good, None, &json!({"email": "a@b.example"}))
+        .await;
+    assert_problem(no_address, 400, "invalid_json").await;
+    let bad_key = app.checkout(&good, Some(&"k".repeat(300))).await;
+    assert_problem(bad_key, 422, "validation_failed").await;
+    assert_eq!(app.stock(&sku).await["reserved"], 0);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+/// 200 concurrent checkouts for 10 units of one SKU: exactly 10 orders, never negative stock.
+async fn concurrent_checkouts_never_oversell(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let tokens: Vec<String> = (0..200).map(|_| app.cart_token(&[(&sku, 1)])).collect();
+    let results = futures::future::join_all(tokens.iter().map(|t| app.checkout(t, None))).await;
+    let created = results.iter().filter(|r| r.status() == 201).count();
+    let refused = results.iter().filter(|r| r.status() == 409).count();
+    assert_eq!((created, refused), (10, 190));
+    assert_eq!(
+        app.stock(&sku).await,
+        json!({"sku": sku, "on_hand": 10, "reserved": 10, "available": 0})
+    );
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+on_both_backends!(
+    checkout_prices_from_the_catalog_adds_tax_and_reserves_stock,
+    a_promotion_code_in_the_cart_is_applied_by_the_origin,
+    paying_commits_the_reservation,
+    a_declined_payment_releases_the_reservation,
+    expired_reservations_return_their_stock,
+    the_same_idempotency_key_and_request_returns_the_same_order,
+    out_of_stock_names_the_skus_and_reserves_nothing,
+    bad_checkouts_get_problems_and_write_nothing,
+    concurrent_checkouts_never_oversell,
+);

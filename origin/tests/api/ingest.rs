@@ -1,0 +1,177 @@
+use edgefront_shared::events::{self, Enrichment};
+use edgefront_shared::sketch::Windows;
+use edgefront_shared::tokens::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, TestApp, assert_problem};
+use crate::{app_or_skip, on_both_backends};
+
+/// `n` enriched demo events received now, with ids `msg-{offset+i}`.
+fn enriched(app: &TestApp, offset: usize, n: usize) -> Vec<Value> {
+    use edgefront_origin::clock::Clock;
+    let now = time::OffsetDateTime::from_unix_timestamp(app.clock.now_ms() / 1000).unwrap();
+    let e = Enrichment {
+        received_at: now,
+        edge_node: "test-node".into(),
+        country: Some("DE".into()),
+        user_agent: None,
+        experiments: Default::default(),
+    };
+    (offset..offset + n)
+        .map(|i| {
+            let mut v = events::demo_event(i);
+            v["timestamp"] = json!(
+                now.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            );
+            let ev = events::parse_track(&v).unwrap();
+            serde_json::to_value(events::enrich(ev, &e)).unwrap()
+        })
+        .collect()
+}
+
+async fn post_batch(app: &TestApp, batch_id: &str, events: &[Value]) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/ingest/events"))
+        .json(&json!({"batch_id": batch_id, "edge_node": "test-node", "events": events}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn counts(app: &TestApp, window: &str) -> Value {
+    app.client
+        .get(app.url(&format!("/v1/analytics/events?window={window}")))
+        .bearer_auth(app.staff(Role::Marketer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn replaying_an_ingest_batch_changes_no_count(db: Db) {
+    let app = app_or_skip!(db);
+    let batch = enriched(&app, 0, 20);
+    let first: Value = post_batch(&app, "b-1", &batch).await.json().await.unwrap();
+    assert_eq!(first["inserted"], 20);
+    let replay: Value = post_batch(&app, "b-1", &batch).await.json().await.unwrap();
+    assert_eq!(replay["duplicate_batch"], true);
+    // The same events inside a new batch (an edge that lost its ack) are not counted again.
+    let overlap = enriched(&app, 10, 20);
+    let second: Value = post_batch(&app, "b-2", &overlap)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            second["inserted"].as_u64(),
+            second["duplicate_events"].as_u64()
+        ),
+        (Some(10), Some(10))
+    );
+    let c = counts(&app, "1h").await;
+    assert_eq!(c["total"], 30);
+    let by_event = c["by_event"].as_object().unwrap();
+    let sum: i64 = by_event.values().map(|v| v.as_i64().unwrap()).sum();
+    assert_eq!(sum, 30);
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 30);
+    app.stop().await;
+}
+
+async fn analytics_need_a_marketer_token_and_a_valid_window(db: Db) {
+    let app = app_or_skip!(db);
+    let url = app.url("/v1/analytics/events?window=1h");
+    let none = app.client.get(&url).send().await.unwrap();
+    assert_problem(none, 401, "unauthorized").await;
+    let bad = app
+        .client
+        .get(app.url("/v1/analytics/events?window=1y"))
+        .bearer_auth(app.staff(Role::Marketer))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "invalid_query").await;
+    app.stop().await;
+}
+
+async fn malformed_batches_are_refused_and_store_nothing(db: Db) {
+    let app = app_or_skip!(db);
+    let mut batch = enriched(&app, 0, 3);
+    batch[1]["timestamp"] = json!("yesterday");
+    assert_problem(post_batch(&app, "b-x", &batch).await, 400, "invalid_json").await;
+    let no_id = app
+        .client
+        .post(app.url("/v1/ingest/events"))
+        .json(&json!({"batch_id": "", "edge_node": "n", "events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_id, 422, "validation_failed").await;
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 0);
+    app.stop().await;
+}
+
+async fn sketch_deltas_merge_once_and_answer_uniques(db: Db) {
+    let app = app_or_skip!(db);
+    use edgefront_origin::clock::Clock;
+    let minute = app.clock.now_ms().div_euclid(60_000);
+    let mut node_a = Windows::new(60);
+    let mut node_b = Windows::new(60);
+    for i in 0..300 {
+        node_a
+            .bucket_mut(minute)
+            .add_unique("visitors", &format!("v{i}"));
+        node_a.bucket_mut(minute).add_count("events", 1);
+    }
+    for i in 200..500 {
+        node_b
+            .bucket_mut(minute - 1)
+            .add_unique("visitors", &format!("v{i}"));
+        node_b.bucket_mut(minute - 1).add_count("events", 1);
+    }
+    let send = |node: &'static str, bytes: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/ingest/sketches"))
+            .header("content-type", "application/octet-stream")
+            .header("x-edge-node", node)
+            .body(bytes)
+            .send()
+    };
+    let a = node_a.encode();
+    assert_eq!(send("a", a.clone()).await.unwrap().status(), 200);
+    let replay: Value = send("a", a).await.unwrap().json().await.unwrap();
+    assert_eq!(replay["duplicate_batch"], true);
+    assert_eq!(send("b", node_b.encode()).await.unwrap().status(), 200);
+    let summary: Value = app
+        .client
+        .get(app.url("/v1/analytics/summary?window=15m"))
+        .bearer_auth(app.staff(Role::Marketer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uniques = summary["unique_visitors"]["estimate"].as_f64().unwrap();
+    let bound = summary["unique_visitors"]["error_bound"].as_f64().unwrap();
+    // 500 distinct visitors across two nodes and two minutes: merged, not summed (600).
+    assert!((uniques - 500.0).abs() <= 3.0 * bound.max(5.0), "{summary}");
+    assert_eq!(
+        summary["events"]["estimate"].as_f64().map(|f| f as i64),
+        Some(600),
+        "{summary}"
+    );
+    let garbage = send("a", b"not a sketch".to_vec()).await.unwrap();
+    assert_problem(garbage, 422, "validation_failed").await;
+    app.stop().await;
+}
+
+on_both_backends!(
+    replaying_an_ingest_batch_changes_no_count,
+    analytics_need_a_marketer_token_and_a_valid_window,
+    malformed_batches_are_refused_and_store_nothing,
+    sketch_deltas_merge_once_and_answer_uniques,
+);

@@ -1,0 +1,9 @@
+//! Origin integration tests: the app spawned on port 0 with a fresh database per test, every
+//! endpoint exercised over HTTP on SQLite and on PostgreSQL.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod helpers;
+
+mod checkout;
+mod ingest;
+mod inventory;
