@@ -666,10 +666,10 @@ impl Store {
         let mut problems = Vec::new();
         let rows = sqlx::query(
             "SELECT i.sku, i.on_hand, i.reserved, \
-                COALESCE((SELECT SUM(l.quantity) FROM order_lines l JOIN orders o \
-                    ON o.id = l.order_id WHERE l.sku = i.sku AND o.status = 'pending_payment'), 0), \
-                COALESCE((SELECT SUM(m.on_hand_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0), \
-                COALESCE((SELECT SUM(m.reserved_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0) \
+                CAST(COALESCE((SELECT SUM(l.quantity) FROM order_lines l JOIN orders o \
+                    ON o.id = l.order_id WHERE l.sku = i.sku AND o.status = 'pending_payment'), 0) AS BIGINT), \
+                CAST(COALESCE((SELECT SUM(m.on_hand_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0) AS BIGINT), \
+                CAST(COALESCE((SELECT SUM(m.reserved_delta) FROM inventory_movements m WHERE m.sku = i.sku), 0) AS BIGINT) \
              FROM inventory i",
         )
         .fetch_all(&self.pool)
@@ -821,7 +821,7 @@ impl Store {
         to_minute: i64,
     ) -> Result<BTreeMap<String, i64>> {
         let rows = sqlx::query(
-            "SELECT name, SUM(n) FROM event_counts WHERE minute >= $1 AND minute < $2 \
+            "SELECT name, CAST(SUM(n) AS BIGINT) FROM event_counts WHERE minute >= $1 AND minute < $2 \
              GROUP BY name ORDER BY name",
         )
         .bind(from_minute)
@@ -888,7 +888,7 @@ impl Store {
     /// Revenue and order count of orders paid in `[from_ms, to_ms)`, per currency.
     pub async fn revenue(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(Money, i64)>> {
         let rows = sqlx::query(
-            "SELECT currency, SUM(total_minor), COUNT(*) FROM orders \
+            "SELECT currency, CAST(SUM(total_minor) AS BIGINT), COUNT(*) FROM orders \
              WHERE status = 'paid' AND settled_ms >= $1 AND settled_ms < $2 \
              GROUP BY currency ORDER BY currency",
         )
@@ -982,7 +982,7 @@ async fn set_on_hand_in(
     .fetch_optional(&mut **tx)
     .await?;
     let previous: Option<i64> = sqlx::query(
-        "SELECT COALESCE(SUM(on_hand_delta), 0) FROM inventory_movements WHERE sku = $1",
+        "SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) FROM inventory_movements WHERE sku = $1",
     )
     .bind(sku)
     .fetch_one(&mut **tx)
