@@ -11,6 +11,7 @@ pub mod ports;
 pub mod problem;
 pub mod request;
 mod routes;
+pub mod sync;
 pub mod testing;
 
 use bytes::Bytes;

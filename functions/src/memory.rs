@@ -228,4 +228,10 @@ impl Origin for NoOrigin {
     async fn send_sketches(&self, _edge_node: &str, _encoded: Vec<u8>) -> Result<(), PortError> {
         Err(PortError::Unavailable("no origin configured".into()))
     }
+    async fn fetch_catalog(
+        &self,
+        _etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        Err(PortError::Unavailable("no origin configured".into()))
+    }
 }

@@ -77,6 +77,12 @@ pub trait Origin {
     async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError>;
     /// POSTs an encoded sketch delta to the origin's ingest endpoint.
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError>;
+    /// GETs the published catalog unless it still has `etag`: `Ok(None)` when unchanged, else
+    /// the new ETag and body.
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError>;
 }
 
 /// Time and randomness, so handlers stay deterministic under test.
@@ -184,6 +190,12 @@ impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSy
     }
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
         self.origin.send_sketches(edge_node, encoded).await
+    }
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        self.origin.fetch_catalog(etag).await
     }
 }
 

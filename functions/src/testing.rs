@@ -59,6 +59,7 @@ pub struct RecordingOrigin {
     down: AtomicBool,
     event_budget: AtomicUsize,
     rejections: AtomicUsize,
+    catalog: Mutex<Option<(String, Vec<u8>)>>,
 }
 
 impl Default for RecordingOrigin {
@@ -69,11 +70,17 @@ impl Default for RecordingOrigin {
             down: AtomicBool::new(false),
             event_budget: AtomicUsize::new(usize::MAX),
             rejections: AtomicUsize::new(0),
+            catalog: Mutex::new(None),
         }
     }
 }
 
 impl RecordingOrigin {
+    /// Publishes a catalog body under `etag`, as the origin's snapshot endpoint would.
+    pub fn publish_catalog(&self, etag: &str, body: Vec<u8>) {
+        *lock(&self.catalog) = Some((etag.to_owned(), body));
+    }
+
     /// Refuse (or accept again) every call.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -133,6 +140,19 @@ impl Origin for RecordingOrigin {
         }
         lock(&self.sketches).push((edge_node.to_owned(), encoded));
         Ok(())
+    }
+
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PortError::Unavailable("origin refused".into()));
+        }
+        Ok(lock(&self.catalog)
+            .as_ref()
+            .filter(|(tag, _)| Some(tag.as_str()) != etag)
+            .cloned())
     }
 }
 

@@ -3131,3 +3131,56 @@ fn without_consent_recommendations_are_the_same_as_without_a_profile() {
     assert_ne!(consented["items"], anonymous["items"]);
     assert_eq!(consented["items"][0]["category"], category);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Catalog sync from the origin
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_catalog_published_by_the_origin_replaces_the_served_one_once_per_etag() {
+    use edgefront_functions::sync::refresh_catalog;
+    use edgefront_shared::catalog::{PublishedCatalog, demo_catalog};
+
+    let app = test_app(PRODUCTS);
+    // Nothing published yet: nothing to swap.
+    assert!(
+        run_ready(refresh_catalog(&app.ports, None))
+            .unwrap()
+            .is_none()
+    );
+
+    let mut products = demo_catalog(10, 7);
+    products[0].title = "Freshly imported".into();
+    let slug = products[0].slug.clone();
+    let body = serde_json::to_vec(&PublishedCatalog {
+        version: 9,
+        products,
+        promotions: Vec::new(),
+    })
+    .unwrap();
+    app.ports.origin.publish_catalog("\"v9\"", body);
+
+    let (etag, fresh) = run_ready(refresh_catalog(&app.ports, None))
+        .unwrap()
+        .unwrap();
+    assert_eq!((etag.as_str(), fresh.version()), ("\"v9\"", 9));
+    app.ports.catalog.publish(fresh);
+    let product = get(&app, &format!("/v1/products/{slug}")).ok(200);
+    assert_eq!(product["title"], "Freshly imported");
+    // Holding the current ETag: not modified, nothing swapped.
+    assert!(
+        run_ready(refresh_catalog(&app.ports, Some("\"v9\"")))
+            .unwrap()
+            .is_none()
+    );
+
+    // A body that does not decode is an error and leaves the served catalog alone.
+    app.ports
+        .origin
+        .publish_catalog("\"v10\"", b"{\"version\": 10}".to_vec());
+    assert!(matches!(
+        run_ready(refresh_catalog(&app.ports, Some("\"v9\""))),
+        Err(PortError::Corrupt(_))
+    ));
+    assert_eq!(snapshot(&app).version(), 9);
+}

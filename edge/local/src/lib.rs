@@ -18,7 +18,7 @@ use bytes::Bytes;
 use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
 use edgefront_functions::ports::{Environment, Ports};
 use edgefront_functions::problem::ApiError;
-use edgefront_functions::{App, Config, InternalDetail, flush};
+use edgefront_functions::{App, Config, InternalDetail, flush, sync};
 use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{CatalogSnapshot, demo_catalog};
 use http_body_util::{BodyExt, Full, Limited};
@@ -82,7 +82,7 @@ pub struct EdgeOptions {
     pub origin_url: Option<String>,
     /// This node's name.
     pub edge_node: String,
-    /// How often to flush to the origin.
+    /// How often to flush to the origin and poll it for a new catalog.
     pub flush_interval: Duration,
     /// API limits and defaults.
     pub config: Config,
@@ -164,9 +164,19 @@ pub async fn spawn(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
 async fn flush_loop(app: Arc<LocalApp>, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut catalog_etag: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                match sync::refresh_catalog(&app.ports, catalog_etag.as_deref()).await {
+                    Ok(Some((etag, snapshot))) => {
+                        tracing::info!(version = snapshot.version(), "catalog updated from the origin");
+                        app.ports.catalog.publish(snapshot);
+                        catalog_etag = Some(etag);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "catalog refresh failed; keeping the current one"),
+                }
                 let report = flush::flush(&app.ports).await;
                 if let Some(e) = report.error {
                     tracing::warn!(error = %e, left = report.batches_left, "flush to origin failed; will retry");

@@ -1,4 +1,5 @@
-//! `edgefront`: run the storefront locally (`dev`) or mint a staff token (`token`).
+//! `edgefront`: run the whole storefront locally (`dev`), the origin or an edge alone (`origin`,
+//! `edge`, as in production), or mint a staff token (`token`).
 
 // The request path allocates per field (parsed events, JSON bodies); mimalloc roughly halves
 // that cost against glibc's allocator (BENCHMARKS.md). Native host only: wasm targets keep theirs.
@@ -7,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -24,26 +26,75 @@ struct Cli {
     command: Command,
 }
 
+/// Where the origin keeps its data.
+#[derive(clap::Args, Clone)]
+struct OriginArgs {
+    /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data-dir>/origin.db].
+    #[arg(long, env = "EDGEFRONT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Tax rates by shipping country, e.g. `DE=19,FR=20,*=0` [default: EU standard rates].
+    #[arg(long, env = "EDGEFRONT_TAX_RATES")]
+    tax_rates: Option<String>,
+    /// Minutes a checkout holds stock.
+    #[arg(long, default_value_t = 15, env = "EDGEFRONT_RESERVATION_MINUTES")]
+    reservation_minutes: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole storefront on this machine: the edge host with a demo catalog.
+    /// Run the whole storefront on this machine: the origin (SQLite under --data-dir, seeded
+    /// with the demo catalog) and the edge host forwarding to it.
     Dev {
         /// Address of the edge host.
         #[arg(long, default_value = "127.0.0.1:8787", env = "EDGEFRONT_EDGE_ADDR")]
         edge_addr: SocketAddr,
-        /// Address the origin service will listen on (the origin lands with its own issue).
+        /// Address of the origin service.
         #[arg(long, default_value = "127.0.0.1:8788", env = "EDGEFRONT_ORIGIN_ADDR")]
         origin_addr: SocketAddr,
         /// Directory for dev keys and local state.
         #[arg(long, default_value = "./data", env = "EDGEFRONT_DATA_DIR")]
         data_dir: PathBuf,
-        /// Number of demo products.
+        /// Number of demo products (seeded into an empty origin).
         #[arg(long, default_value_t = 10_000)]
         products: usize,
-        /// Forward events and sketches to this origin URL.
+        /// Forward to this origin instead of starting one.
         #[arg(long, env = "EDGEFRONT_ORIGIN_URL")]
         origin_url: Option<String>,
         /// Name of this edge node in events and counters.
+        #[arg(long, default_value = "local", env = "EDGEFRONT_EDGE_NODE")]
+        edge_node: String,
+        #[command(flatten)]
+        origin: OriginArgs,
+    },
+    /// Run the origin service alone.
+    Origin {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8788", env = "EDGEFRONT_ORIGIN_ADDR")]
+        addr: SocketAddr,
+        /// Directory for dev keys and the default SQLite database.
+        #[arg(long, default_value = "./data", env = "EDGEFRONT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Demo products to seed an empty catalog with (0: none).
+        #[arg(long, default_value_t = 0)]
+        seed_demo_products: usize,
+        #[command(flatten)]
+        origin: OriginArgs,
+    },
+    /// Run one edge host alone, forwarding to an origin.
+    Edge {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8787", env = "EDGEFRONT_EDGE_ADDR")]
+        addr: SocketAddr,
+        /// The origin's base URL.
+        #[arg(long, env = "EDGEFRONT_ORIGIN_URL")]
+        origin_url: Option<String>,
+        /// Directory holding the dev keys (shared with the origin).
+        #[arg(long, default_value = "./data", env = "EDGEFRONT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Demo products served until the origin's catalog arrives.
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        /// Name of this edge node.
         #[arg(long, default_value = "local", env = "EDGEFRONT_EDGE_NODE")]
         edge_node: String,
     },
@@ -81,32 +132,64 @@ async fn main() -> anyhow::Result<()> {
             products,
             origin_url,
             edge_node,
+            origin,
         } => {
             init_tracing();
-            let edge = edgefront_local::spawn(EdgeOptions {
-                addr: edge_addr,
-                data_dir: data_dir.clone(),
-                products,
-                origin_url: origin_url.clone(),
-                edge_node,
-                flush_interval: Duration::from_secs(2),
-                ..EdgeOptions::default()
-            })
-            .await?;
+            let started = match origin_url {
+                Some(_) => None,
+                None => Some(start_origin(origin_addr, &data_dir, products, &origin).await?),
+            };
+            // The bound address, so `--origin-addr 127.0.0.1:0` works too.
+            let origin_url = match &started {
+                Some((_, bound)) => format!("http://{bound}"),
+                None => origin_url.unwrap_or_default(),
+            };
+            let edge = start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?;
             let base = edge.base_url();
             println!("edgefront is running");
             println!("  edge     {base}/v1/products?limit=24   ({products} demo products)");
             println!("  health   {base}/v1/health");
-            match &origin_url {
-                Some(url) => println!("  origin   forwarding events and sketches to {url}"),
-                None => println!(
-                    "  origin   not started: the origin service is not part of this build yet \
-                     (reserved address {origin_addr}); events queue at the edge"
+            match &started {
+                Some(_) => println!(
+                    "  origin   {origin_url}/v1/health   (checkout, inventory, analytics; events and sketches flow here)"
                 ),
+                None => println!("  origin   forwarding to {origin_url}"),
             }
             println!("  keys     {}", keys::key_path(&data_dir).display());
             println!("  token    cargo run --release -- token --role marketer");
             println!("Press Ctrl-C to stop.");
+            tokio::signal::ctrl_c().await?;
+            edge.shutdown().await;
+            if let Some((o, _)) = started {
+                o.shutdown().await;
+            }
+        }
+        Command::Origin {
+            addr,
+            data_dir,
+            seed_demo_products,
+            origin,
+        } => {
+            init_tracing();
+            let (o, bound) = start_origin(addr, &data_dir, seed_demo_products, &origin).await?;
+            println!(
+                "edgefront origin on http://{bound} (database: {:?})",
+                o.state.store.backend()
+            );
+            tokio::signal::ctrl_c().await?;
+            o.shutdown().await;
+        }
+        Command::Edge {
+            addr,
+            origin_url,
+            data_dir,
+            products,
+            edge_node,
+        } => {
+            init_tracing();
+            let url = origin_url.unwrap_or_else(|| "http://127.0.0.1:8788".into());
+            let edge = start_edge(addr, &data_dir, products, &url, edge_node).await?;
+            println!("edgefront edge on {} forwarding to {url}", edge.base_url());
             tokio::signal::ctrl_c().await?;
             edge.shutdown().await;
         }
@@ -129,6 +212,57 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn start_origin(
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+    seed_demo_products: usize,
+    args: &OriginArgs,
+) -> anyhow::Result<(edgefront_origin::RunningOrigin, SocketAddr)> {
+    let keyring = keys::load_or_create(data_dir)?;
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite:{}", data_dir.join("origin.db").display()),
+    };
+    let mut settings = edgefront_origin::Settings {
+        addr,
+        database_url,
+        seed_demo_products,
+        reservation_ttl: Duration::from_secs(args.reservation_minutes.saturating_mul(60)),
+        ..edgefront_origin::Settings::default()
+    };
+    if let Some(spec) = &args.tax_rates {
+        settings.tax_rates = edgefront_shared::tax::TaxRates::parse(spec)?;
+    }
+    let app = edgefront_origin::Application::build(
+        settings,
+        keyring,
+        Arc::new(edgefront_origin::payment::TestProvider),
+        Arc::new(edgefront_origin::clock::SystemClock),
+    )
+    .await?;
+    let bound = app.local_addr()?;
+    Ok((app.spawn(), bound))
+}
+
+async fn start_edge(
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+    products: usize,
+    origin_url: &str,
+    edge_node: String,
+) -> anyhow::Result<edgefront_local::RunningEdge> {
+    edgefront_local::spawn(EdgeOptions {
+        addr,
+        data_dir: data_dir.to_path_buf(),
+        products,
+        origin_url: Some(origin_url.to_owned()),
+        edge_node,
+        flush_interval: Duration::from_secs(2),
+        ..EdgeOptions::default()
+    })
+    .await
 }
 
 fn init_tracing() {

@@ -66,6 +66,44 @@ impl HttpOrigin {
 
 #[async_trait]
 impl Origin for HttpOrigin {
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        let base = self
+            .base
+            .as_deref()
+            .ok_or_else(|| PortError::Unavailable("no origin configured".into()))?;
+        let mut req = self.client.get(format!("{base}/v1/catalog/snapshot"));
+        if let Some(tag) = etag {
+            req = req.header("if-none-match", tag);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(PortError::Unavailable(format!(
+                "origin answered {status} on /v1/catalog/snapshot"
+            )));
+        }
+        let tag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
+        Ok(Some((tag, body.to_vec())))
+    }
+
     fn configured(&self) -> bool {
         self.base.is_some()
     }

@@ -1,5 +1,6 @@
-//! The README's run command, for real: `edgefront dev` starts and prints its URL, and
-//! `edgefront token --role marketer` mints a token that the running host accepts.
+//! The README's run command, for real: `edgefront dev` starts the origin and the edge and prints
+//! their URLs; `edgefront token` mints tokens both accept; a cart made at the edge checks out at
+//! the origin, and events sent to the edge reach the origin's warehouse.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
@@ -21,26 +22,41 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     let data = dir.path().to_str().unwrap();
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_edgefront"))
-            .args(["dev", "--edge-addr", "127.0.0.1:0", "--products", "500"])
-            .args(["--data-dir", data])
+            .args([
+                "dev",
+                "--edge-addr",
+                "127.0.0.1:0",
+                "--origin-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--products", "500", "--data-dir", data])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    // The first URL printed is the edge's; port 0 means the printed one is the real one.
+    // Port 0 means the printed URLs are the real ones: the edge's first, then the origin's.
     let stdout = child.0.stdout.take().unwrap();
-    let mut base = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut base, mut origin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            base = Some(url.split("/v1/").next().unwrap().to_owned());
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(|u| u.split("/v1/").next().unwrap().to_owned());
+        match line.split_whitespace().next() {
+            Some("edge") => base = url,
+            Some("origin") => origin = url,
+            _ => {}
+        }
+        if line.starts_with("Press Ctrl-C") {
             break;
         }
-        assert!(Instant::now() < deadline, "no URL printed");
+        assert!(Instant::now() < deadline, "dev did not finish starting");
     }
+    let origin = origin.expect("dev printed an origin URL");
     let base = base.expect("dev printed an edge URL");
 
     let client = reqwest::Client::new();
@@ -76,4 +92,102 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
+
+    // A cart built at the edge checks out and pays at the origin.
+    let admin = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_edgefront"))
+            .args(["token", "--role", "admin", "--data-dir", data])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let listing: serde_json::Value = client
+        .get(format!("{base}/v1/products?limit=24"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sku = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["in_stock"] == true && p["price"]["currency"] == "EUR")
+        .map(|p| p["sku"].as_str().unwrap().to_owned())
+        .expect("an item in stock");
+    let stock = client
+        .put(format!("{origin}/v1/inventory/{sku}"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"on_hand": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stock.status(), 200);
+    let cart: serde_json::Value = client
+        .post(format!("{base}/v1/cart/lines"))
+        .json(&serde_json::json!({"sku": sku, "quantity": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cart_token = cart["cart_token"].as_str().unwrap();
+    let order = client
+        .post(format!("{origin}/v1/checkout"))
+        .header("x-cart-token", cart_token)
+        .json(&serde_json::json!({"email": "a@shop.example",
+            "shipping_address": {"country": "DE"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), 201);
+    let order: serde_json::Value = order.json().await.unwrap();
+    let id = order["order"]["id"].as_str().unwrap();
+    let paid: serde_json::Value = client
+        .post(format!("{origin}/v1/orders/{id}/pay"))
+        .json(&serde_json::json!({"provider": "test", "outcome": "approve"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["order"]["status"], "paid");
+
+    // Events sent to the edge reach the origin's warehouse within a few flushes.
+    let event = serde_json::json!({"type": "track", "event": "Product Viewed",
+        "anonymousId": "cli-visitor", "messageId": "cli-msg-1",
+        "properties": {"product_id": listing["items"][0]["id"], "currency": "EUR"}});
+    let sent = client
+        .post(format!("{base}/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts: serde_json::Value = client
+            .get(format!("{origin}/v1/analytics/events?window=15m"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if counts["by_event"]["Product Viewed"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event never reached the origin: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
