@@ -96,7 +96,8 @@ impl AppState {
             .store
             .publish_snapshot(
                 |version| {
-                    let published = published_catalog(version, &products, &available, promotions)?;
+                    let published =
+                        published_catalog(version, &products, &available, promotions.clone())?;
                     let body = serde_json::to_vec(&published)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     let snapshot = published

@@ -343,34 +343,46 @@ impl Store {
             .collect()
     }
 
-    /// Stores a published snapshot under the next version and returns that version.
+    /// Stores a published snapshot under the next version and returns that version. Replicas
+    /// publishing at once each get their own version (a lost race retries with the next one).
     pub async fn publish_snapshot(
         &self,
-        build: impl FnOnce(u64) -> Result<Vec<u8>>,
+        mut build: impl FnMut(u64) -> Result<Vec<u8>>,
         now_ms: i64,
     ) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let last: Option<i64> = sqlx::query("SELECT MAX(version) FROM catalog_versions")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let version = u64::try_from(last.unwrap_or(0)).map_err(corrupt("catalog version"))? + 1;
-        let body = build(version)?;
-        sqlx::query(
-            "INSERT INTO catalog_versions (version, published_ms, body) VALUES ($1, $2, $3)",
-        )
-        .bind(i64::try_from(version).map_err(corrupt("catalog version"))?)
-        .bind(now_ms)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
-        // Keep a few versions for edges that are a little behind.
-        sqlx::query("DELETE FROM catalog_versions WHERE version <= $1")
-            .bind(i64::try_from(version).map_err(corrupt("catalog version"))? - 5)
+        for _ in 0..8 {
+            let mut tx = self.begin().await?;
+            let last: Option<i64> = sqlx::query("SELECT MAX(version) FROM catalog_versions")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let version = last.unwrap_or(0) + 1;
+            let body = build(u64::try_from(version).map_err(corrupt("catalog version"))?)?;
+            let stored = sqlx::query(
+                "INSERT INTO catalog_versions (version, published_ms, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(version)
+            .bind(now_ms)
+            .bind(body)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(version)
+            .await?
+            .rows_affected();
+            if stored == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            // Keep a few versions for edges that are a little behind.
+            sqlx::query("DELETE FROM catalog_versions WHERE version <= $1")
+                .bind(version - 5)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return u64::try_from(version).map_err(corrupt("catalog version"));
+        }
+        Err(StoreError::Corrupt(
+            "could not claim a catalog version after 8 tries".into(),
+        ))
     }
 
     /// The newest snapshot: version and body.
