@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 422 `unknown_sku`: the cart names SKUs the catalog does not sell (in its currency).
     #[error("not sold: {}", .0.join(", "))]
     UnknownSkus(Vec<String>),
+    /// 422 `not_sold_in_currency`: the cart's currency is not one the SKU is sold in.
+    #[error("sku `{0}` is not sold in the cart's currency")]
+    NotSoldInCurrency(String),
     /// 422 `unsupported_country`: no tax rate, so the shop does not ship there.
     #[error("{0}")]
     UnsupportedCountry(String),
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::Validation(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::EmptyCart => (S::UNPROCESSABLE_ENTITY, "empty_cart"),
             ApiError::UnknownSkus(_) => (S::UNPROCESSABLE_ENTITY, "unknown_sku"),
+            ApiError::NotSoldInCurrency(_) => (S::UNPROCESSABLE_ENTITY, "not_sold_in_currency"),
             ApiError::UnsupportedCountry(_) => (S::UNPROCESSABLE_ENTITY, "unsupported_country"),
             ApiError::OutOfStock(_) => (S::CONFLICT, "out_of_stock"),
             ApiError::IdempotencyKeyReused => (S::CONFLICT, "idempotency_key_reused"),

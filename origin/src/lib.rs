@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod importer;
 pub mod jobs;
 pub mod payment;
 pub mod routes;

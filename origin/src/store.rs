@@ -205,6 +205,37 @@ pub struct IngestOutcome {
     pub duplicate_events: u64,
 }
 
+/// Rows per multi-row `INSERT`: 500 × 6 parameters stays under both databases' limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One event as the warehouse stores it: the fields it indexes and the enriched event's JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredEvent<'a> {
+    /// De-duplication id.
+    pub event_id: &'a str,
+    /// Event name.
+    pub name: &'a str,
+    /// Unix minute of the event time.
+    pub minute: i64,
+    /// Edge node that received it.
+    pub edge_node: &'a str,
+    /// The enriched event as JSON.
+    pub body: &'a str,
+}
+
+impl<'a> StoredEvent<'a> {
+    /// The stored form of `ev`, whose JSON is `body`.
+    pub fn new(ev: &'a EnrichedEvent, body: &'a str) -> Self {
+        StoredEvent {
+            event_id: &ev.event_id,
+            name: ev.name.as_str(),
+            minute: unix_minute(ev.timestamp),
+            edge_node: &ev.edge_node,
+            body,
+        }
+    }
+}
+
 /// Sketch bucket sizes, finest first. Deltas are rolled up into all three on write, so a window
 /// is answered from the coarsest buckets that fit it.
 pub const GRANULARITIES: [(&str, i64); 3] = [("day", 1440), ("hour", 60), ("minute", 1)];
@@ -300,7 +331,8 @@ impl Store {
     // Catalog
     // -----------------------------------------------------------------------------------------
 
-    /// Inserts or replaces products (by id) as JSON bodies, and sets stock for SKUs when given.
+    /// Inserts or replaces products (by id; a SKU held by another product moves) as JSON
+    /// bodies, and sets stock for SKUs when given.
     /// Stock changes go through [`Store::set_on_hand`]'s rule (never below reserved); refused
     /// SKUs are returned.
     pub async fn upsert_products(
@@ -311,6 +343,12 @@ impl Store {
     ) -> Result<Vec<(String, StockRefusal)>> {
         let mut tx = self.begin().await?;
         for (id, sku, body) in products {
+            // The SKU moves to this product if another one held it.
+            sqlx::query("DELETE FROM products WHERE sku = $1 AND id <> $2")
+                .bind(sku)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO products (id, sku, body, updated_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, body = excluded.body, \
@@ -723,12 +761,13 @@ impl Store {
     // -----------------------------------------------------------------------------------------
 
     /// Stores a batch of enriched events once: a replayed batch id changes nothing, and an event
-    /// id already stored (from another batch) is skipped.
+    /// id already stored (from another batch) is skipped. Rows go in as multi-row statements and
+    /// the per-minute counts are bumped only for rows actually inserted (`RETURNING`).
     pub async fn ingest_events(
         &self,
         batch_id: &str,
         edge_node: &str,
-        events: &[EnrichedEvent],
+        events: &[StoredEvent<'_>],
         now_ms: i64,
     ) -> Result<IngestOutcome> {
         let mut tx = self.begin().await?;
@@ -751,33 +790,65 @@ impl Store {
             });
         }
         let mut outcome = IngestOutcome::default();
-        let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-        for ev in events {
-            let minute = unix_minute(ev.timestamp);
-            let body = serde_json::to_string(ev)
-                .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
-            let inserted = sqlx::query(
-                "INSERT INTO events (event_id, name, minute, received_ms, edge_node, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(&ev.event_id)
-            .bind(ev.name.as_str())
-            .bind(minute)
-            .bind(now_ms)
-            .bind(&ev.edge_node)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                outcome.inserted += 1;
-                *counts.entry((minute, ev.name.as_str())).or_default() += 1;
-            } else {
-                outcome.duplicate_events += 1;
+        let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::with_capacity(80 + chunk.len() * 40);
+            sql.push_str(
+                "INSERT INTO events (event_id, name, minute, received_ms, edge_node, body) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * 6;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
             }
+            sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING minute, name");
+            let mut q = sqlx::query(&sql);
+            for ev in chunk {
+                q = q
+                    .bind(ev.event_id)
+                    .bind(ev.name)
+                    .bind(ev.minute)
+                    .bind(now_ms)
+                    .bind(ev.edge_node)
+                    .bind(ev.body);
+            }
+            let inserted = q.fetch_all(&mut *tx).await?;
+            for row in &inserted {
+                let minute: i64 = row.try_get(0)?;
+                let name: String = row.try_get(1)?;
+                *counts.entry((minute, name)).or_default() += 1;
+            }
+            let n = inserted.len() as u64;
+            outcome.inserted += n;
+            outcome.duplicate_events += chunk.len() as u64 - n;
         }
-        for ((minute, name), n) in counts {
-            add_event_count(&mut tx, minute, name, n).await?;
+        let counts: Vec<_> = counts.into_iter().collect();
+        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO event_counts (minute, name, n) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+            }
+            sql.push_str(
+                " ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n",
+            );
+            let mut q = sqlx::query(&sql);
+            for ((minute, name), n) in chunk {
+                q = q.bind(*minute).bind(name.as_str()).bind(*n);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(outcome)

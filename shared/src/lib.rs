@@ -9,6 +9,7 @@ pub mod analytics;
 pub mod cart;
 pub mod catalog;
 pub mod events;
+pub mod import;
 pub mod money;
 pub mod problem;
 pub mod recommend;

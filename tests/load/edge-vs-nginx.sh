@@ -17,6 +17,7 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release -q -p edgefront-local
+BIN="${CARGO_TARGET_DIR:-target}/release/edgefront"
 work=$(mktemp -d)
 cleanup() {
   [ -n "${edge_pid:-}" ] && kill "$edge_pid" 2>/dev/null || true
@@ -25,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn target/release/edgefront dev --edge-addr "127.0.0.1:$EDGE_PORT" \
+RUST_LOG=warn "$BIN" dev --edge-addr "127.0.0.1:$EDGE_PORT" --origin-addr 127.0.0.1:0 \
   --data-dir "$work/data" >"$work/edge.log" 2>&1 &
 edge_pid=$!
 for _ in $(seq 1 100); do

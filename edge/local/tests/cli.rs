@@ -190,4 +190,43 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // `edgefront import` writes a Shopify export into the origin's database; the origin
+    // republishes and the edge serves the new product within 10 s.
+    let csv = dir.path().join("products.csv");
+    std::fs::write(
+        &csv,
+        "Handle,Title,Body (HTML),Type,Variant SKU,Variant Price,Variant Inventory Qty\n\
+         enamel-mug,Enamel Mug,<p>A mug</p>,Kitchen,MUG-1,12.00,40\n\
+         broken,Broken,,Kitchen,BRK-1,twelve,1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefront"))
+        .args(["import", csv.to_str().unwrap(), "--data-dir", data])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("imported 1 products") && printed.contains("row 3"),
+        "{printed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client
+            .get(format!("{base}/v1/products/enamel-mug"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            let product: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(product["price"]["amount"], "12.00");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge never served the imported product"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

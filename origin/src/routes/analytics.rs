@@ -75,6 +75,7 @@ async fn summary(
             .ok_or_else(|| ApiError::InvalidQuery("`top` must be between 1 and 100".into()))?,
         None => 10,
     };
+    let from = sketch_window_start(&state, from, to);
     let (mut merged, buckets) = state.store.merged_sketches(from, to).await?;
     let report = analytics::report(&mut merged, top);
     let revenue: Vec<Value> = state
@@ -91,4 +92,20 @@ async fn summary(
         map.insert("buckets_read".into(), buckets.into());
     }
     Ok(Json(body))
+}
+
+/// Where a sketch window can start: fine buckets are compacted away after their retention, so a
+/// start older than that is rounded down to the hour (or day) whose bucket still exists. The
+/// answer then covers slightly more than asked, and says so in `window.from_minute`.
+fn sketch_window_start(state: &AppState, from: i64, to: i64) -> i64 {
+    let s = &state.settings;
+    let minutes = |d: std::time::Duration| i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX);
+    let mut start = from;
+    if start < to - minutes(s.minute_bucket_retention) {
+        start = start.div_euclid(60) * 60;
+    }
+    if start < to - minutes(s.hour_bucket_retention) {
+        start = start.div_euclid(1440) * 1440;
+    }
+    start
 }

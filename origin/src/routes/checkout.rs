@@ -91,9 +91,8 @@ fn rfc3339(ms: i64) -> String {
 
 fn pricing_error(e: CartError) -> ApiError {
     match e {
-        CartError::UnknownSku(sku) | CartError::NotSoldInCurrency(sku) => {
-            ApiError::UnknownSkus(vec![sku])
-        }
+        CartError::UnknownSku(sku) => ApiError::UnknownSkus(vec![sku]),
+        CartError::NotSoldInCurrency(sku) => ApiError::NotSoldInCurrency(sku),
         CartError::UnknownCode => {
             ApiError::Validation("the cart's promotion code is no longer valid".into())
         }
@@ -136,8 +135,17 @@ async fn checkout(
     }
     let catalog = state.catalog();
     let priced = cart::price(&cart, &catalog.snapshot).map_err(pricing_error)?;
-    if !priced.unavailable.is_empty() {
-        return Err(ApiError::UnknownSkus(priced.unavailable.clone()));
+    if let Some(first) = priced.unavailable.first() {
+        // Sold, only not in this currency, is a different mistake than an unknown SKU.
+        let other_currency = catalog
+            .snapshot
+            .by_sku(first)
+            .is_some_and(|p| p.active && p.price(cart.currency).is_none());
+        return Err(if other_currency {
+            ApiError::NotSoldInCurrency(first.clone())
+        } else {
+            ApiError::UnknownSkus(priced.unavailable.clone())
+        });
     }
     let tax = state
         .settings

@@ -8,12 +8,13 @@ use axum::{Json, Router};
 use edgefront_shared::events::EnrichedEvent;
 use edgefront_shared::sketch::Windows;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, has_content_type, read_body};
 use crate::state::AppState;
-use crate::store::IngestOutcome;
+use crate::store::{IngestOutcome, StoredEvent};
 
 /// Most events in one batch (the edge sends at most 500 per request).
 const MAX_BATCH_EVENTS: usize = 1000;
@@ -25,11 +26,13 @@ pub fn router() -> Router<AppState> {
         .route("/v1/ingest/sketches", post(sketches))
 }
 
+/// Events stay as their JSON text, which is what the warehouse stores; each is also decoded
+/// once to validate it and read the indexed fields.
 #[derive(Debug, Deserialize)]
 struct Batch {
     batch_id: String,
     edge_node: String,
-    events: Vec<EnrichedEvent>,
+    events: Vec<Box<RawValue>>,
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
@@ -52,10 +55,24 @@ async fn events(
             "a batch holds at most {MAX_BATCH_EVENTS} events"
         )));
     }
+    let decoded = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            serde_json::from_str::<EnrichedEvent>(raw.get())
+                .map_err(|e| ApiError::InvalidJson(format!("events[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows: Vec<StoredEvent<'_>> = decoded
+        .iter()
+        .zip(&batch.events)
+        .map(|(ev, raw)| StoredEvent::new(ev, raw.get()))
+        .collect();
     let now = state.clock.now_ms();
     let outcome = state
         .store
-        .ingest_events(&batch.batch_id, &batch.edge_node, &batch.events, now)
+        .ingest_events(&batch.batch_id, &batch.edge_node, &rows, now)
         .await?;
     Ok(Json(outcome))
 }

@@ -255,6 +255,14 @@ async fn bad_checkouts_get_problems_and_write_nothing(db: Db) {
         .checkout_with(&good, None, &json!({"email": "a@b.example"}))
         .await;
     assert_problem(no_address, 400, "invalid_json").await;
+    // Quantities outside 1..=99 are refused even in a validly signed token.
+    for q in [0, 100, u32::MAX] {
+        let token = app.cart_token_in(&[(&sku, q)], None, Currency::EUR);
+        assert_problem(app.checkout(&token, None).await, 401, "invalid_cart_token").await;
+    }
+    // A currency the catalog does not sell in.
+    let yen = app.cart_token_in(&[(&sku, 1)], None, Currency::parse("JPY").unwrap());
+    assert_problem(app.checkout(&yen, None).await, 422, "not_sold_in_currency").await;
     let bad_key = app.checkout(&good, Some(&"k".repeat(300))).await;
     assert_problem(bad_key, 422, "validation_failed").await;
     assert_eq!(app.stock(&sku).await["reserved"], 0);

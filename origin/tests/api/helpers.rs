@@ -139,11 +139,21 @@ impl TestApp {
     }
 
     pub fn cart_token_with(&self, lines: &[(&str, u32)], code: Option<&str>) -> String {
+        self.cart_token_in(lines, code, Currency::EUR)
+    }
+
+    /// A validly signed cart token with any claims, even ones the edge would never issue.
+    pub fn cart_token_in(
+        &self,
+        lines: &[(&str, u32)],
+        code: Option<&str>,
+        currency: Currency,
+    ) -> String {
         let claims = CartClaims {
             id: format!("cart-{}", uuid::Uuid::new_v4().simple()),
             lines: lines.iter().map(|(s, q)| ((*s).to_owned(), *q)).collect(),
             code: code.map(str::to_owned),
-            currency: Currency::EUR,
+            currency,
             catalog_version: 1,
         };
         self.keyring.sign_cart(&claims, self.now(), 3600).unwrap()

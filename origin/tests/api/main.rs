@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod catalog;
 mod checkout;
 mod ingest;
 mod inventory;

@@ -1,0 +1,162 @@
+//! Warehouse throughput: event batches merged into the warehouse (de-duplicated insert and
+//! per-minute counts), and a 30-day analytics window answered from the sketch buckets. On
+//! SQLite always, and on PostgreSQL when `EDGEFRONT_TEST_PG_URL` names a server
+//! (`tests/pg/ensure.sh` prints one).
+//! Run: `cargo bench -p edgefront-origin --bench warehouse`
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use edgefront_origin::store::{Store, StoredEvent};
+use edgefront_shared::analytics;
+use edgefront_shared::events::{self, EnrichedEvent, Enrichment};
+use edgefront_shared::sketch::{CounterSet, Windows};
+
+const BATCH: usize = 500;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Enriched events and their JSON, as an edge delivers them.
+fn enriched(batch: usize, now: time::OffsetDateTime) -> Vec<(EnrichedEvent, String)> {
+    let e = Enrichment {
+        received_at: now,
+        edge_node: "bench".into(),
+        country: Some("DE".into()),
+        user_agent: None,
+        experiments: BTreeMap::new(),
+    };
+    (0..BATCH)
+        .map(|i| {
+            let mut v = events::demo_event(batch * BATCH + i);
+            v["messageId"] = format!("b{batch}-e{i}").into();
+            let ev = events::enrich(events::parse_track(&v).expect("valid"), &e);
+            let body = serde_json::to_string(&ev).expect("json");
+            (ev, body)
+        })
+        .collect()
+}
+
+async fn stores(dir: &std::path::Path) -> Vec<(&'static str, Store)> {
+    let mut out = Vec::new();
+    let sqlite = format!("sqlite:{}", dir.join("bench.db").display());
+    out.push(("sqlite", Store::connect(&sqlite, 8).await.expect("sqlite")));
+    if let Ok(base) = std::env::var("EDGEFRONT_TEST_PG_URL") {
+        sqlx::any::install_default_drivers();
+        let name = format!("edgefront_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin =
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
+                .await
+                .expect("pg");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create db");
+        out.push((
+            "postgres",
+            Store::connect(&format!("{base}/{name}"), 8)
+                .await
+                .expect("pg"),
+        ));
+    }
+    out
+}
+
+fn ingest(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tmp");
+    let stores = rt.block_on(stores(dir.path()));
+    let now = time::OffsetDateTime::now_utc();
+    let mut group = c.benchmark_group("warehouse");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    for (name, store) in &stores {
+        let mut n = 0;
+        group.bench_function(format!("ingest_batch_of_{BATCH}_{name}"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    (format!("batch-{n}"), enriched(n, now))
+                },
+                |(id, events)| {
+                    let rows: Vec<StoredEvent<'_>> = events
+                        .iter()
+                        .map(|(ev, body)| StoredEvent::new(ev, body))
+                        .collect();
+                    rt.block_on(store.ingest_events(&id, "bench", &rows, 0))
+                        .expect("ingest")
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Thirty days of buckets at every granularity, each a counter set of a busy minute.
+async fn thirty_days(store: &Store, now_minute: i64) {
+    let mut set = CounterSet::new();
+    for i in 0..5_000 {
+        let ev = events::enrich(
+            events::parse_track(&events::demo_event(i)).expect("valid"),
+            &Enrichment {
+                received_at: time::OffsetDateTime::now_utc(),
+                edge_node: "bench".into(),
+                country: None,
+                user_agent: None,
+                experiments: BTreeMap::from([("recs".into(), "control".into())]),
+            },
+        );
+        analytics::record(&mut set, &ev, |_| true);
+    }
+    // One delta per hour holding its 60 minutes: the rollup writes minute, hour and day buckets.
+    for hour in 0..(30 * 24) {
+        let mut w = Windows::new(60);
+        let start = now_minute - 30 * 1440 + hour * 60;
+        for m in 0..60 {
+            w.merge_bucket(start + m, &set).expect("merge");
+        }
+        store
+            .ingest_sketches("bench", &format!("delta-{hour}"), &w, 0)
+            .await
+            .expect("sketch ingest");
+    }
+}
+
+fn window(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tmp");
+    let stores = rt.block_on(stores(dir.path()));
+    let now_minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60;
+    let mut group = c.benchmark_group("warehouse");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    for (name, store) in &stores {
+        rt.block_on(thirty_days(store, now_minute));
+        group.bench_function(format!("summary_30d_window_{name}"), |b| {
+            b.iter(|| {
+                let (mut set, read) = rt
+                    .block_on(store.merged_sketches(now_minute - 30 * 1440 + 1, now_minute + 1))
+                    .expect("window");
+                assert!(read > 30, "read {read} buckets");
+                analytics::report(&mut set, 10)
+            })
+        });
+        group.bench_function(format!("event_counts_30d_window_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(store.event_counts(now_minute - 30 * 1440 + 1, now_minute + 1))
+                    .expect("counts")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, window);
+criterion_main!(benches);
