@@ -81,6 +81,30 @@ impl Backend {
         }
     }
 
+    /// Placeholders for a multi-row `VALUES` list of `rows` tuples of `width`. SQLite gets
+    /// anonymous `?`: its lookup of a numbered parameter's name is linear, so thousands of `$n`
+    /// in one statement cost quadratic time.
+    fn values_list(self, rows: usize, width: usize) -> String {
+        let mut sql = String::with_capacity(rows * width * 6);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ",(" });
+            for col in 0..width {
+                if col > 0 {
+                    sql.push(',');
+                }
+                match self {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * width + col + 1).to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     /// Lets concurrent job runners on several replicas take disjoint rows.
     fn skip_locked(self) -> &'static str {
         match self {
@@ -792,25 +816,10 @@ impl Store {
         let mut outcome = IngestOutcome::default();
         let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::with_capacity(80 + chunk.len() * 40);
-            sql.push_str(
+            let mut sql = String::from(
                 "INSERT INTO events (event_id, name, minute, received_ms, edge_node, body) VALUES ",
             );
-            for i in 0..chunk.len() {
-                let p = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6
-                ));
-            }
+            sql.push_str(&self.backend.values_list(chunk.len(), 6));
             sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING minute, name");
             let mut q = sqlx::query(&sql);
             for ev in chunk {
@@ -835,12 +844,7 @@ impl Store {
         let counts: Vec<_> = counts.into_iter().collect();
         for chunk in counts.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from("INSERT INTO event_counts (minute, name, n) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
-            }
+            sql.push_str(&self.backend.values_list(chunk.len(), 3));
             sql.push_str(
                 " ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n",
             );
@@ -923,44 +927,22 @@ impl Store {
         from_minute: i64,
         to_minute: i64,
     ) -> Result<(CounterSet, usize)> {
-        let mut wanted: Vec<(&str, i64)> = Vec::new();
-        let mut at = from_minute;
-        while at < to_minute {
-            let (granularity, size) = GRANULARITIES
-                .into_iter()
-                .find(|(_, size)| at.rem_euclid(*size) == 0 && at + size <= to_minute)
-                .unwrap_or(("minute", 1));
-            wanted.push((granularity, at));
-            at += size;
-        }
         let mut merged = CounterSet::new();
         let mut read = 0;
-        for (granularity, size) in GRANULARITIES {
-            let starts: Vec<i64> = wanted
-                .iter()
-                .filter(|(g, _)| *g == granularity)
-                .map(|(_, s)| *s)
-                .collect();
-            let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
-                continue;
-            };
+        for (granularity, first, last) in bucket_cover(from_minute, to_minute) {
+            // One range read per contiguous run: a 30-day window is a run of minutes, one of
+            // hours, the days, then hours and minutes again — about 200 rows, never 43,200.
             let rows = sqlx::query(
-                "SELECT start_minute, body FROM sketch_buckets \
+                "SELECT body FROM sketch_buckets \
                  WHERE granularity = $1 AND start_minute >= $2 AND start_minute <= $3",
             )
             .bind(granularity)
-            .bind(*first)
-            .bind(*last)
+            .bind(first)
+            .bind(last)
             .fetch_all(&self.pool)
             .await?;
             for r in rows {
-                let start: i64 = r.try_get(0)?;
-                // Only buckets of the cover: a range of one granularity can span gaps filled by
-                // finer ones.
-                if starts.binary_search(&start).is_err() || start % size != 0 {
-                    continue;
-                }
-                let body: Vec<u8> = r.try_get(1)?;
+                let body: Vec<u8> = r.try_get(0)?;
                 merged.merge(&CounterSet::decode(&body)?)?;
                 read += 1;
             }
@@ -1023,6 +1005,25 @@ impl Store {
             .await?
             .try_get(0)?)
     }
+}
+
+/// Covers `[from, to)` with the coarsest aligned buckets that fit, as runs of consecutive
+/// buckets of one granularity: `(granularity, first start, last start)`.
+pub fn bucket_cover(from: i64, to: i64) -> Vec<(&'static str, i64, i64)> {
+    let mut runs: Vec<(&'static str, i64, i64)> = Vec::new();
+    let mut at = from;
+    while at < to {
+        let (granularity, size) = GRANULARITIES
+            .into_iter()
+            .find(|(_, size)| at.rem_euclid(*size) == 0 && at + size <= to)
+            .unwrap_or(("minute", 1));
+        match runs.last_mut() {
+            Some((g, _, last)) if *g == granularity && *last + size == at => *last = at,
+            _ => runs.push((granularity, at, at)),
+        }
+        at += size;
+    }
+    runs
 }
 
 /// The unix minute of a time.
@@ -1296,4 +1297,37 @@ where
         created_ms: r.try_get(11)?,
         expires_ms: r.try_get(12)?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_cover;
+
+    #[test]
+    fn a_window_is_covered_by_the_coarsest_aligned_runs() {
+        // 30 days ending mid-day: minutes to the hour, hours to the day, 29 days, hours, minutes.
+        let day = 1440;
+        let from = 100 * day + 7 * 60 + 13;
+        let to = from + 30 * day;
+        let runs = bucket_cover(from, to);
+        let kinds: Vec<&str> = runs.iter().map(|r| r.0).collect();
+        assert_eq!(kinds, ["minute", "hour", "day", "hour", "minute"]);
+        assert_eq!(runs[0], ("minute", from, 100 * day + 7 * 60 + 59));
+        assert_eq!(runs[2], ("day", 101 * day, 129 * day));
+        // Every minute of the window is covered exactly once.
+        let covered: i64 = runs
+            .iter()
+            .map(|(g, first, last)| {
+                let size = match *g {
+                    "day" => day,
+                    "hour" => 60,
+                    _ => 1,
+                };
+                last - first + size
+            })
+            .sum();
+        assert_eq!(covered, to - from);
+        assert_eq!(bucket_cover(5, 5), []);
+        assert_eq!(bucket_cover(0, 1), [("minute", 0, 0)]);
+    }
 }
