@@ -566,28 +566,6 @@ impl Store {
         // Lines in SKU order, so two checkouts never wait on each other's rows in a cycle.
         let mut lines: Vec<&OrderLine> = order.lines.iter().collect();
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-        let mut short = Vec::new();
-        for line in &lines {
-            let q = i64::from(line.quantity);
-            let reserved = sqlx::query(
-                "UPDATE inventory SET reserved = reserved + $1, updated_ms = $2 \
-                 WHERE sku = $3 AND on_hand - reserved >= $1",
-            )
-            .bind(q)
-            .bind(now_ms)
-            .bind(&line.sku)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if reserved == 0 {
-                short.push(line.sku.clone());
-            }
-        }
-        if !short.is_empty() {
-            tx.rollback().await?;
-            return Ok(CheckoutOutcome::OutOfStock(short));
-        }
-
         let currency = order.total.currency();
         sqlx::query(
             "INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
@@ -636,6 +614,29 @@ impl Store {
             .await?;
         }
         record_order_event(&mut tx, &order.id, EventName::CheckoutStarted, now_ms).await?;
+        // Reserve last: the stock rows stay locked only from here to the commit, so checkouts
+        // of one popular SKU queue for one statement, not for the whole transaction.
+        let mut short = Vec::new();
+        for line in &lines {
+            let q = i64::from(line.quantity);
+            let reserved = sqlx::query(
+                "UPDATE inventory SET reserved = reserved + $1, updated_ms = $2 \
+                 WHERE sku = $3 AND on_hand - reserved >= $1",
+            )
+            .bind(q)
+            .bind(now_ms)
+            .bind(&line.sku)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if reserved == 0 {
+                short.push(line.sku.clone());
+            }
+        }
+        if !short.is_empty() {
+            tx.rollback().await?;
+            return Ok(CheckoutOutcome::OutOfStock(short));
+        }
         tx.commit().await?;
         Ok(CheckoutOutcome::Created(order.clone()))
     }

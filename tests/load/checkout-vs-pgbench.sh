@@ -36,13 +36,13 @@ simple=$("$PGBIN/pgbench" -b simple-update -c "$CONNS" -j 2 -T "$SECS" "$PG/pgbe
 tpcb=$("$PGBIN/pgbench" -b tpcb-like -c "$CONNS" -j 2 -T "$SECS" "$PG/pgbench_$$" 2>/dev/null | tps)
 
 cat >"$work/checkout.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Cart-Token"] = os.getenv("CART_TOKEN")
-wrk.body = '{"email":"bench@shop.example","shipping_address":{"country":"DE"}}'
-local created, other = 0, 0
-function response(status, headers, body)
-  if status == 201 then created = created + 1 else other = other + 1 end
+-- Each request checks out one of the carts in CART_TOKENS, chosen at random.
+local tokens = {}
+for t in string.gmatch(os.getenv("CART_TOKENS"), "%S+") do tokens[#tokens + 1] = t end
+local body = '{"email":"bench@shop.example","shipping_address":{"country":"DE"}}'
+request = function()
+  local headers = {["Content-Type"] = "application/json", ["X-Cart-Token"] = tokens[math.random(#tokens)]}
+  return wrk.format("POST", nil, headers, body)
 end
 LUA
 
@@ -61,24 +61,30 @@ run_backend() { # $1 = name, $2 = database URL
     sleep 0.1
   done
   admin=$("$BIN" token --role admin --data-dir "$work/data")
-  sku=$(curl -fs "http://127.0.0.1:$EDGE_PORT/v1/products?limit=24" | python3 -c '
+  skus=$(curl -fs "http://127.0.0.1:$EDGE_PORT/v1/products?limit=100" | python3 -c '
 import json, sys
 items = json.load(sys.stdin)["items"]
-print(next(p["sku"] for p in items if p["in_stock"] and p["price"]["currency"] == "EUR"))')
-  curl -fs -X PUT "http://127.0.0.1:$ORIGIN_PORT/v1/inventory/$sku" -H "authorization: Bearer $admin" \
-    -H 'content-type: application/json' -d '{"on_hand": 1000000000}' >/dev/null
-  cart=$(curl -fs -X POST "http://127.0.0.1:$EDGE_PORT/v1/cart/lines" -H 'content-type: application/json' \
-    -d "{\"sku\": \"$sku\", \"quantity\": 1}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cart_token"])')
-  out=$(CART_TOKEN="$cart" wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$work/checkout.lua" \
-    "http://127.0.0.1:$ORIGIN_PORT/v1/checkout")
-  rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
-  p50=$(awk '$1=="50%"{print $2}' <<<"$out")
-  p99=$(awk '$1=="99%"{print $2}' <<<"$out")
-  non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
-  orders=$(curl -fs "http://127.0.0.1:$ORIGIN_PORT/v1/inventory/$sku" | python3 -c 'import json,sys; print(json.load(sys.stdin)["reserved"])')
+print(" ".join([p["sku"] for p in items if p["in_stock"] and p["price"]["currency"] == "EUR"][:50]))')
+  tokens=""
+  for sku in $skus; do
+    curl -fs -X PUT "http://127.0.0.1:$ORIGIN_PORT/v1/inventory/$sku" -H "authorization: Bearer $admin" \
+      -H 'content-type: application/json' -d '{"on_hand": 1000000000}' >/dev/null
+    tokens="$tokens $(curl -fs -X POST "http://127.0.0.1:$EDGE_PORT/v1/cart/lines" -H 'content-type: application/json' \
+      -d "{\"sku\": \"$sku\", \"quantity\": 1}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cart_token"])')"
+  done
+  hot=$(echo $tokens | cut -d" " -f1)
+  for mix in spread hot; do
+    if [ "$mix" = hot ]; then carts="$hot"; else carts="$tokens"; fi
+    out=$(CART_TOKENS="$carts" wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$work/checkout.lua" \
+      "http://127.0.0.1:$ORIGIN_PORT/v1/checkout")
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    p50=$(awk '$1=="50%"{print $2}' <<<"$out")
+    p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+    non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+    echo "$1|$mix|$rps|$p50|$p99|${non2xx:-0}"
+  done
   kill "$origin_pid" "$edge_pid"; wait "$origin_pid" "$edge_pid" 2>/dev/null || true
   origin_pid=""; edge_pid=""
-  echo "$1|$rps|$p50|$p99|${non2xx:-0}|$orders"
 }
 
 "$PGBIN/psql" -q "$PG/postgres" -c "CREATE DATABASE $db" >/dev/null
@@ -90,8 +96,10 @@ echo "| run | per second | p50 | p99 | non-2xx | ratio to pgbench simple-update 
 echo "|---|---|---|---|---|---|"
 echo "| pgbench -b simple-update -c$CONNS -j2 -T$SECS (scale 10) | $simple TPS | | | | 1.00 |"
 echo "| pgbench -b tpcb-like -c$CONNS -j2 -T$SECS (scale 10) | $tpcb TPS | | | | $(python3 -c "print(f'{$tpcb/$simple:.2f}')") |"
-for row in "$pg_row" "$sqlite_row"; do
-  IFS='|' read -r name rps p50 p99 non2xx orders <<<"$row"
+while IFS='|' read -r name mix rps p50 p99 non2xx; do
+  [ -n "$name" ] || continue
   ratio=$(python3 -c "print(f'{$rps/$simple:.2f}')")
-  echo "| checkout + reservation, origin on $name (wrk -t2 -c$CONNS, $orders orders) | $rps | $p50 | $p99 | $non2xx | **$ratio** |"
-done
+  what="50 carts over 50 SKUs"; [ "$mix" = hot ] && what="one SKU, every request"
+  echo "| checkout + reservation, origin on $name ($what; wrk -t2 -c$CONNS) | $rps | $p50 | $p99 | $non2xx | **$ratio** |"
+done <<<"$pg_row
+$sqlite_row"

@@ -166,10 +166,54 @@ async fn sketch_deltas_merge_once_and_answer_uniques(db: Db) {
     );
     let garbage = send("a", b"not a sketch".to_vec()).await.unwrap();
     assert_problem(garbage, 422, "validation_failed").await;
+    // Three days on, the minute buckets are compacted away; hour and day buckets still answer.
+    app.clock
+        .advance(std::time::Duration::from_secs(3 * 86_400));
+    let report = edgefront_origin::jobs::run_once(app.state()).await.unwrap();
+    assert!(report.compacted >= 2, "{report:?}");
+    let week: Value = app
+        .client
+        .get(app.url("/v1/analytics/summary?window=7d"))
+        .bearer_auth(app.staff(Role::Marketer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let later = week["unique_visitors"]["estimate"].as_f64().unwrap();
+    assert!((later - uniques).abs() < 1e-9, "{week}");
+    app.stop().await;
+}
+
+async fn raw_events_are_deleted_after_retention_and_counts_stay(db: Db) {
+    let app = app_or_skip!(db);
+    let batch = enriched(&app, 0, 5);
+    assert_eq!(post_batch(&app, "b-r", &batch).await.status(), 200);
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 5);
+    app.clock
+        .advance(std::time::Duration::from_secs(29 * 86_400));
+    edgefront_origin::jobs::run_once(app.state()).await.unwrap();
+    assert_eq!(
+        app.state().store.stored_events().await.unwrap(),
+        5,
+        "kept for 30 days"
+    );
+    app.clock
+        .advance(std::time::Duration::from_secs(2 * 86_400));
+    let report = edgefront_origin::jobs::run_once(app.state()).await.unwrap();
+    assert_eq!(report.deleted_events, 5);
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 0);
+    assert_eq!(
+        counts(&app, "35d").await["total"],
+        5,
+        "counts outlive raw events"
+    );
     app.stop().await;
 }
 
 on_both_backends!(
+    raw_events_are_deleted_after_retention_and_counts_stay,
     replaying_an_ingest_batch_changes_no_count,
     analytics_need_a_marketer_token_and_a_valid_window,
     malformed_batches_are_refused_and_store_nothing,

@@ -126,7 +126,36 @@ async fn stock_cannot_be_set_below_what_unpaid_orders_hold(db: Db) {
     app.stop().await;
 }
 
+async fn health_and_unknown_routes_answer_in_json(db: Db) {
+    let app = app_or_skip!(db);
+    let health: serde_json::Value = app
+        .client
+        .get(app.url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = match db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres => "postgres",
+    };
+    assert_eq!(health, json!({"status": "ok", "database": expected}));
+    let missing = app.client.get(app.url("/v1/nope")).send().await.unwrap();
+    assert_problem(missing, 404, "route_not_found").await;
+    let wrong = app
+        .client
+        .delete(app.url("/v1/checkout"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong, 405, "method_not_allowed").await;
+    app.stop().await;
+}
+
 on_both_backends!(
+    health_and_unknown_routes_answer_in_json,
     admin_sets_stock_and_anyone_reads_it,
     setting_stock_needs_an_admin_token,
     bad_stock_bodies_are_refused_and_change_nothing,
