@@ -277,11 +277,40 @@ fn minor(m: &Money) -> Result<i64> {
         .map_err(|e| StoreError::Corrupt(format!("amount out of range: {e}")))
 }
 
-/// The storage handle: a pool and its dialect. Cheap to clone.
+/// The storage handle: pools and their dialect. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Reads (and, on PostgreSQL, writes).
     pool: AnyPool,
+    /// Write transactions. On SQLite a pool of one connection: the database has one writer at a
+    /// time anyway, and the pool's FIFO queue is fair where competing for the file lock through
+    /// `busy_timeout`'s sleep-and-retry is not (it left some checkouts waiting over a second).
+    writer: AnyPool,
     backend: Backend,
+}
+
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers never block the writer. synchronous=FULL: a committed order
+                    // survives power loss, not only a crashed process. busy_timeout covers other
+                    // processes (the `import` command) writing the same file.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 10000",
+                        "PRAGMA foreign_keys = ON",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
 }
 
 impl Store {
@@ -294,29 +323,16 @@ impl Store {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer. synchronous=FULL: a committed
-                        // order survives power loss, not only a crashed process.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
-                            "PRAGMA busy_timeout = 10000",
-                            "PRAGMA foreign_keys = ON",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        let store = Store { pool, backend };
+        let pool = pool_options(backend, max_connections).connect(&url).await?;
+        let writer = match backend {
+            Backend::Sqlite => pool_options(backend, 1).connect(&url).await?,
+            Backend::Postgres => pool.clone(),
+        };
+        let store = Store {
+            pool,
+            writer,
+            backend,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -325,7 +341,7 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
+                    .run(&self.writer)
                     .await?
             }
             Backend::Postgres => {
@@ -344,11 +360,12 @@ impl Store {
 
     /// Closes the pool (tests, shutdown).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
+        Ok(self.writer.begin_with(self.backend.begin_write()).await?)
     }
 
     // -----------------------------------------------------------------------------------------
