@@ -49,6 +49,8 @@ LUA
 # One origin per backend; a cart from the edge (which serves the origin's catalog).
 run_backend() { # $1 = name, $2 = database URL
   rm -rf "$work/data"
+  # Create the shared dev keys before either process starts, so they cannot race to make two.
+  "$BIN" token --data-dir "$work/data" >/dev/null
   RUST_LOG=warn "$BIN" origin --addr "127.0.0.1:$ORIGIN_PORT" --database-url "$2" \
     --seed-demo-products 200 --data-dir "$work/data" >"$work/origin-$1.log" 2>&1 &
   origin_pid=$!
@@ -81,6 +83,11 @@ print(" ".join([p["sku"] for p in items if p["in_stock"] and p["price"]["currenc
     p50=$(awk '$1=="50%"{print $2}' <<<"$out")
     p99=$(awk '$1=="99%"{print $2}' <<<"$out")
     non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+    if [ -n "$non2xx" ]; then
+      echo "$1/$mix: $non2xx non-2xx answers; one of them:" >&2
+      curl -s -X POST "http://127.0.0.1:$ORIGIN_PORT/v1/checkout" -H "x-cart-token: ${carts%% *}" \
+        -H 'content-type: application/json' -d '{"email":"b@shop.example","shipping_address":{"country":"DE"}}' >&2
+    fi
     echo "$1|$mix|$rps|$p50|$p99|${non2xx:-0}"
   done
   kill "$origin_pid" "$edge_pid"; wait "$origin_pid" "$edge_pid" 2>/dev/null || true

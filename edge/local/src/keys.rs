@@ -41,7 +41,18 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keyring> {
                 secret: STANDARD.encode(secret),
             }],
         };
-        write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
+        // Written whole under a private name, then linked into place: processes starting
+        // together (an origin and an edge) all end up reading the one file that won.
+        let unique: u64 = rand::random();
+        let tmp = data_dir.join(format!(".dev-keys.{unique:016x}.tmp"));
+        write_private(&tmp, &serde_json::to_vec_pretty(&file)?)?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let file: KeyFile = serde_json::from_slice(&std::fs::read(&path)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -70,4 +81,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use edgefront_shared::tokens::Role;
+
+    #[test]
+    fn processes_creating_keys_at_once_all_get_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let rings: Vec<Keyring> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create(dir.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let token = rings[0].sign_staff("t", Role::Admin, 1_000, 60).unwrap();
+        for ring in &rings {
+            assert!(ring.verify_staff(&token, 1_000).is_ok());
+        }
+    }
 }
