@@ -20,6 +20,9 @@ pub struct Settings {
     /// How often background jobs run (expiry sweep, republish, compaction, retention).
     /// Default 1 s.
     pub job_interval: Duration,
+    /// Least time between two catalog publishes caused by stock or product changes (imports
+    /// publish at once). Default 5 s.
+    pub publish_interval: Duration,
     /// Raw events older than this are deleted; counts and sketches stay. Default 30 days.
     pub event_retention: Duration,
     /// Minute sketch buckets are kept this long (hour and day buckets cover older windows).
@@ -46,6 +49,7 @@ impl Default for Settings {
             max_connections: 8,
             reservation_ttl: Duration::from_secs(15 * 60),
             job_interval: Duration::from_secs(1),
+            publish_interval: Duration::from_secs(5),
             event_retention: Duration::from_secs(30 * 86_400),
             minute_bucket_retention: Duration::from_secs(2 * 86_400),
             hour_bucket_retention: Duration::from_secs(90 * 86_400),

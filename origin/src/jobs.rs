@@ -1,5 +1,5 @@
 //! Background jobs, run by every origin process on a timer: expire lapsed reservations,
-//! republish the catalog after stock or product changes, compact fine sketch buckets, delete
+//! republish the catalog after stock or product changes (at most every `publish_interval`), compact fine sketch buckets, delete
 //! raw events past retention. All state lives in the database, so a restart (or a second
 //! replica) just carries on; conditional updates make concurrent runs harmless.
 
@@ -39,10 +39,13 @@ pub async fn run_once(state: &AppState) -> Result<JobReport, StoreError> {
             break;
         }
     }
-    if state.store.last_change_ms().await? > 0 {
+    let s = &state.settings;
+    // Under checkout traffic stock changes every second; rebuilding the snapshot that often would
+    // cost more than edges gain, so republishing waits `publish_interval` after the last one.
+    let (changed, published_ms) = state.store.publish_state().await?;
+    if changed && now - published_ms >= ms(s.publish_interval) {
         report.published = Some(state.publish().await?);
     }
-    let s = &state.settings;
     let now_minute = now.div_euclid(60_000);
     report.compacted += state
         .store

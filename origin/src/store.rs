@@ -480,8 +480,9 @@ impl Store {
         .transpose()
     }
 
-    /// The latest time stock or products changed, to decide whether to republish.
-    pub async fn last_change_ms(&self) -> Result<i64> {
+    /// Whether stock or products changed after the last publish, and when that publish was
+    /// (unix ms, 0 when never), to decide whether to republish.
+    pub async fn publish_state(&self) -> Result<(bool, i64)> {
         let row = sqlx::query(
             "SELECT COALESCE((SELECT MAX(updated_ms) FROM inventory), 0), \
                     COALESCE((SELECT MAX(updated_ms) FROM products), 0), \
@@ -489,9 +490,9 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
-        let (a, b, c): (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        // Positive when something changed after the last publish.
-        Ok(if a.max(b) >= c { a.max(b) } else { 0 })
+        let (stock, products, published): (i64, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok((stock.max(products) >= published, published))
     }
 
     // -----------------------------------------------------------------------------------------
