@@ -47,23 +47,11 @@ async fn stores(dir: &std::path::Path) -> Vec<(&'static str, Store)> {
     let mut out = Vec::new();
     let sqlite = format!("sqlite:{}", dir.join("bench.db").display());
     out.push(("sqlite", Store::connect(&sqlite, 8).await.expect("sqlite")));
-    if let Ok(base) = std::env::var("EDGEFRONT_TEST_PG_URL") {
-        sqlx::any::install_default_drivers();
-        let name = format!("edgefront_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin =
-            <sqlx::AnyConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
-                .await
-                .expect("pg");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
+    if let Some(server) = edgefront_origin::testing::postgres_server().expect("test server") {
+        let url = edgefront_origin::testing::create_database(&server, "edgefront_bench")
             .await
-            .expect("create db");
-        out.push((
-            "postgres",
-            Store::connect(&format!("{base}/{name}"), 8)
-                .await
-                .expect("pg"),
-        ));
+            .expect("create bench database");
+        out.push(("postgres", Store::connect(&url, 8).await.expect("pg")));
     }
     out
 }

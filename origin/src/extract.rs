@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use edgefront_shared::tokens::{Role, Staff, TokenError};
+use edgefront_shared::tokens::{Role, Staff};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -98,11 +98,6 @@ impl FromRequestParts<AppState> for Marketer {
             Err(ApiError::Forbidden)
         }
     }
-}
-
-/// Human text for a refused cart token, without internals.
-pub fn cart_token_refusal(e: &TokenError) -> String {
-    e.to_string()
 }
 
 /// One query parameter, percent-decoded.

@@ -19,6 +19,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod testing;
 
 pub use config::Settings;
 pub use startup::{Application, RunningOrigin, StartupError};

@@ -404,7 +404,9 @@ impl Store {
         }
         let mut refused = Vec::new();
         for (sku, on_hand) in stock {
-            if let Err(r) = set_on_hand_in(&mut tx, sku, i64::from(*on_hand), now_ms).await? {
+            if let Err(r) =
+                set_on_hand_in(&mut tx, self.backend, sku, i64::from(*on_hand), now_ms).await?
+            {
                 refused.push((sku.clone(), r));
             }
         }
@@ -501,20 +503,19 @@ impl Store {
 
     /// Stock of one SKU (zero for a catalog SKU never stocked); `None` for an unknown SKU.
     pub async fn inventory(&self, sku: &str) -> Result<Option<InventoryLevel>> {
-        let known = sqlx::query("SELECT 1 FROM products WHERE sku = $1")
-            .bind(sku)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
-        let row = sqlx::query("SELECT on_hand, reserved FROM inventory WHERE sku = $1")
-            .bind(sku)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(level(sku, r.try_get(0)?, r.try_get(1)?)),
-            None if known => Some(level(sku, 0, 0)),
-            None => None,
+        let row = sqlx::query(
+            "SELECT i.on_hand, i.reserved FROM products p \
+             LEFT JOIN inventory i ON i.sku = p.sku WHERE p.sku = $1",
+        )
+        .bind(sku)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let on_hand: Option<i64> = r.try_get(0)?;
+            let reserved: Option<i64> = r.try_get(1)?;
+            Ok(level(sku, on_hand.unwrap_or(0), reserved.unwrap_or(0)))
         })
+        .transpose()
     }
 
     /// Available units per SKU, for the published snapshot.
@@ -544,7 +545,7 @@ impl Store {
         if !known {
             return Ok(Err(StockRefusal::UnknownSku));
         }
-        let result = set_on_hand_in(&mut tx, sku, on_hand, now_ms).await?;
+        let result = set_on_hand_in(&mut tx, self.backend, sku, on_hand, now_ms).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -631,7 +632,14 @@ impl Store {
             )
             .await?;
         }
-        record_order_event(&mut tx, &order.id, EventName::CheckoutStarted, now_ms).await?;
+        record_order_event(
+            &mut tx,
+            self.backend,
+            &order.id,
+            EventName::CheckoutStarted,
+            now_ms,
+        )
+        .await?;
         // Reserve last: the stock rows stay locked only from here to the commit, so checkouts
         // of one popular SKU queue for one statement, not for the whole transaction.
         let mut short = Vec::new();
@@ -715,7 +723,14 @@ impl Store {
         }
         release_or_commit(&mut tx, order_id, paid, now_ms).await?;
         if paid {
-            record_order_event(&mut tx, order_id, EventName::OrderCompleted, now_ms).await?;
+            record_order_event(
+                &mut tx,
+                self.backend,
+                order_id,
+                EventName::OrderCompleted,
+                now_ms,
+            )
+            .await?;
         }
         tx.commit().await?;
         match load_order(&self.pool, order_id).await? {
@@ -861,18 +876,7 @@ impl Store {
             outcome.duplicate_events += chunk.len() as u64 - n;
         }
         let counts: Vec<_> = counts.into_iter().collect();
-        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO event_counts (minute, name, n) VALUES ");
-            sql.push_str(&self.backend.values_list(chunk.len(), 3));
-            sql.push_str(
-                " ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n",
-            );
-            let mut q = sqlx::query(&sql);
-            for ((minute, name), n) in chunk {
-                q = q.bind(*minute).bind(name.as_str()).bind(*n);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        add_event_counts(&mut tx, self.backend, &counts).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -1061,12 +1065,13 @@ fn level(sku: &str, on_hand: i64, reserved: i64) -> InventoryLevel {
 
 async fn set_on_hand_in(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     sku: &str,
     on_hand: i64,
     now_ms: i64,
 ) -> Result<Result<InventoryLevel, StockRefusal>> {
-    // The row is created at zero first so the change below is one conditional update whose
-    // delta is recorded exactly.
+    // The row is created at zero first, then read under its lock, so the movement recorded
+    // is exactly old → new.
     sqlx::query(
         "INSERT INTO inventory (sku, on_hand, reserved, updated_ms) VALUES ($1, 0, 0, $2) \
          ON CONFLICT (sku) DO NOTHING",
@@ -1075,40 +1080,25 @@ async fn set_on_hand_in(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    let row = sqlx::query(
-        "UPDATE inventory SET on_hand = $1, updated_ms = $2 WHERE sku = $3 AND reserved <= $1 \
-         RETURNING reserved",
-    )
-    .bind(on_hand)
-    .bind(now_ms)
-    .bind(sku)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let previous: Option<i64> = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) FROM inventory_movements WHERE sku = $1",
-    )
-    .bind(sku)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get(0)?;
-    match row {
-        Some(r) => {
-            let reserved: i64 = r.try_get(0)?;
-            let delta = on_hand - previous.unwrap_or(0);
-            if delta != 0 {
-                movement(tx, sku, "adjusted", delta, 0, None, now_ms).await?;
-            }
-            Ok(Ok(level(sku, on_hand, reserved)))
-        }
-        None => {
-            let reserved: i64 = sqlx::query("SELECT reserved FROM inventory WHERE sku = $1")
-                .bind(sku)
-                .fetch_one(&mut **tx)
-                .await?
-                .try_get(0)?;
-            Ok(Err(StockRefusal::BelowReserved { reserved }))
-        }
+    let sql = format!(
+        "SELECT on_hand, reserved FROM inventory WHERE sku = $1{}",
+        backend.for_update()
+    );
+    let row = sqlx::query(&sql).bind(sku).fetch_one(&mut **tx).await?;
+    let (previous, reserved): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if on_hand < reserved {
+        return Ok(Err(StockRefusal::BelowReserved { reserved }));
     }
+    if on_hand != previous {
+        sqlx::query("UPDATE inventory SET on_hand = $1, updated_ms = $2 WHERE sku = $3")
+            .bind(on_hand)
+            .bind(now_ms)
+            .bind(sku)
+            .execute(&mut **tx)
+            .await?;
+        movement(tx, sku, "adjusted", on_hand - previous, 0, None, now_ms).await?;
+    }
+    Ok(Ok(level(sku, on_hand, reserved)))
 }
 
 async fn movement(
@@ -1167,27 +1157,30 @@ async fn release_or_commit(
     Ok(())
 }
 
-async fn add_event_count(
+/// Adds to per-minute event counts, many `(minute, name)` rows per statement; the keys must
+/// be distinct (callers aggregate first).
+async fn add_event_counts(
     tx: &mut Transaction<'static, Any>,
-    minute: i64,
-    name: &str,
-    n: i64,
+    backend: Backend,
+    counts: &[((i64, String), i64)],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO event_counts (minute, name, n) VALUES ($1, $2, $3) \
-         ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n",
-    )
-    .bind(minute)
-    .bind(name)
-    .bind(n)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from("INSERT INTO event_counts (minute, name, n) VALUES ");
+        sql.push_str(&backend.values_list(chunk.len(), 3));
+        sql.push_str(" ON CONFLICT (minute, name) DO UPDATE SET n = event_counts.n + excluded.n");
+        let mut q = sqlx::query(&sql);
+        for ((minute, name), n) in chunk {
+            q = q.bind(*minute).bind(name.as_str()).bind(*n);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
 /// The origin's own order events go into the warehouse beside the edge's, once per order.
 async fn record_order_event(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     order_id: &str,
     name: EventName,
     now_ms: i64,
@@ -1210,7 +1203,8 @@ async fn record_order_event(
     .await?
     .rows_affected();
     if inserted == 1 {
-        add_event_count(tx, minute, &format!("origin:{}", name.as_str()), 1).await?;
+        let key = (minute, format!("origin:{}", name.as_str()));
+        add_event_counts(tx, backend, &[(key, 1)]).await?;
     }
     Ok(())
 }

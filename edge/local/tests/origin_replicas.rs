@@ -4,44 +4,27 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use edgefront_shared::catalog::demo_catalog;
 use edgefront_shared::money::Currency;
 use edgefront_shared::tokens::{CartClaims, Role};
 use serde_json::{Value, json};
 
-struct KillOnDrop(Child);
+mod common;
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::KillOnDrop;
 
 async fn fresh_database() -> Option<String> {
-    let Ok(base) = std::env::var("EDGEFRONT_TEST_PG_URL") else {
-        assert!(
-            std::env::var("EDGEFRONT_REQUIRE_PG").is_err(),
-            "EDGEFRONT_REQUIRE_PG is set but EDGEFRONT_TEST_PG_URL is not"
-        );
+    let Some(server) = edgefront_origin::testing::postgres_server().unwrap() else {
         eprintln!("skipped: EDGEFRONT_TEST_PG_URL is not set (tests/run sets it)");
         return None;
     };
-    let name = format!("edgefront_replicas_{}", std::process::id());
-    let out = Command::new("psql")
-        .args([&format!("{base}/postgres"), "-q"])
-        .args(["-c", &format!("DROP DATABASE IF EXISTS {name}")])
-        .args(["-c", &format!("CREATE DATABASE {name}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(format!("{base}/{name}"))
+    Some(
+        edgefront_origin::testing::create_database(&server, "edgefront_replicas")
+            .await
+            .unwrap(),
+    )
 }
 
 /// Starts `edgefront origin` and returns it with its base URL.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use edgefront_origin::clock::ManualClock;
 use edgefront_origin::payment::TestProvider;
+use edgefront_origin::testing;
 use edgefront_origin::{Application, RunningOrigin, Settings};
 use edgefront_shared::catalog::{Product, demo_catalog};
 use edgefront_shared::money::Currency;
@@ -36,28 +37,18 @@ pub fn keyring() -> Keyring {
     Keyring::new(&[("test-key".to_owned(), vec![42u8; 32])]).unwrap()
 }
 
-/// A fresh PostgreSQL database, or `None` when no server is configured. The test command sets
-/// `EDGEFRONT_REQUIRE_PG=1`, so there a missing server fails the test instead of skipping it.
+/// A fresh PostgreSQL database, or `None` when no server is configured (see
+/// `edgefront_origin::testing::postgres_server`).
 async fn fresh_postgres() -> Option<String> {
-    let Ok(base) = std::env::var("EDGEFRONT_TEST_PG_URL") else {
-        assert!(
-            std::env::var("EDGEFRONT_REQUIRE_PG").is_err(),
-            "EDGEFRONT_REQUIRE_PG is set but EDGEFRONT_TEST_PG_URL is not"
-        );
+    let Some(server) = testing::postgres_server().unwrap() else {
         eprintln!("skipped: EDGEFRONT_TEST_PG_URL is not set (tests/run sets it)");
         return None;
     };
-    let name = format!("edgefront_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = format!("{base}/postgres");
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    Some(format!("{base}/{name}"))
+    Some(
+        testing::create_database(&server, "edgefront_test")
+            .await
+            .unwrap(),
+    )
 }
 
 pub async fn spawn_app(db: Db) -> Option<TestApp> {
