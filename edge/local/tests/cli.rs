@@ -11,6 +11,16 @@ mod common;
 
 use common::KillOnDrop;
 
+/// `edgefront token --role <role>`, as the README shows it.
+fn staff_token(role: &str, data_dir: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefront"))
+        .args(["token", "--role", role, "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,12 +77,7 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     assert_eq!(health["products"], 500);
 
     // Keys were generated in the data dir on first run; `token` signs with the same ones.
-    let out = Command::new(env!("CARGO_BIN_EXE_edgefront"))
-        .args(["token", "--role", "marketer", "--data-dir", data])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = staff_token("marketer", data);
     let counters = client
         .get(format!("{base}/v1/counters?window=15m"))
         .bearer_auth(&token)
@@ -89,16 +94,7 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     assert_eq!(refused.status(), 401);
 
     // A cart built at the edge checks out and pays at the origin.
-    let admin = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_edgefront"))
-            .args(["token", "--role", "admin", "--data-dir", data])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let admin = staff_token("admin", data);
     let listing: serde_json::Value = client
         .get(format!("{base}/v1/products?limit=24"))
         .send()

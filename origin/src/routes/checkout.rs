@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgefront_shared::cart::{self, Cart, CartError};
+use edgefront_shared::customer::Email;
 use edgefront_shared::tax::TaxError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,19 +49,6 @@ struct Address {
 struct CheckoutResponse<'a> {
     order: &'a Order,
     reservation_expires_at: String,
-}
-
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    email.len() <= 254
-        && !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -122,11 +110,7 @@ async fn checkout(
         .verify_cart(token, u64::try_from(now / 1000).unwrap_or(0))
         .map_err(|e| ApiError::InvalidCartToken(e.to_string()))?;
     let key = idempotency_key(&headers)?;
-    if !valid_email(&body.email) {
-        return Err(ApiError::Validation(
-            "email must be an address such as name@example.com".into(),
-        ));
-    }
+    let email = Email::parse(&body.email).map_err(|e| ApiError::Validation(e.to_string()))?;
     let country = body.shipping_address.country.trim().to_owned();
 
     let cart = Cart::from_claims(claims.clone());
@@ -165,7 +149,7 @@ async fn checkout(
         id: uuid::Uuid::now_v7().to_string(),
         status: "pending_payment".into(),
         cart_id: cart.id.clone(),
-        email: body.email.clone(),
+        email: email.as_str().to_owned(),
         shipping_address: serde_json::to_string(&body.shipping_address)
             .map_err(|e| ApiError::Internal(e.to_string()))?,
         lines: priced

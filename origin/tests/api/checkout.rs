@@ -67,13 +67,7 @@ async fn paying_commits_the_reservation(db: Db) {
     let app = app_or_skip!(db);
     let sku = app.product(0).sku.clone();
     app.set_stock(&sku, 5).await;
-    let body: Value = app
-        .checkout(&app.cart_token(&[(&sku, 2)]), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = body["order"]["id"].as_str().unwrap().to_owned();
+    let id = app.place_order(&sku, 2).await;
     let paid = app.pay(&id, "approve").await;
     assert_eq!(paid.status(), 200);
     let paid: Value = paid.json().await.unwrap();
@@ -105,20 +99,14 @@ async fn a_declined_payment_releases_the_reservation(db: Db) {
     let app = app_or_skip!(db);
     let sku = app.product(0).sku.clone();
     app.set_stock(&sku, 5).await;
-    let body: Value = app
-        .checkout(&app.cart_token(&[(&sku, 2)]), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = body["order"]["id"].as_str().unwrap();
-    let declined: Value = app.pay(id, "decline").await.json().await.unwrap();
+    let id = app.place_order(&sku, 2).await;
+    let declined: Value = app.pay(&id, "decline").await.json().await.unwrap();
     assert_eq!(declined["order"]["status"], "payment_failed");
     assert_eq!(
         app.stock(&sku).await,
         json!({"sku": sku, "on_hand": 5, "reserved": 0, "available": 5})
     );
-    assert_problem(app.pay(id, "approve").await, 409, "order_not_payable").await;
+    assert_problem(app.pay(&id, "approve").await, 409, "order_not_payable").await;
     let bad = app
         .client
         .post(app.url(&format!("/v1/orders/{id}/pay")))
@@ -137,13 +125,7 @@ async fn expired_reservations_return_their_stock(db: Db) {
     let app = app_or_skip!(db);
     let sku = app.product(0).sku.clone();
     app.set_stock(&sku, 3).await;
-    let body: Value = app
-        .checkout(&app.cart_token(&[(&sku, 3)]), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = body["order"]["id"].as_str().unwrap().to_owned();
+    let id = app.place_order(&sku, 3).await;
     assert_eq!(app.stock(&sku).await["available"], 0);
     // Not yet: the default TTL is 15 minutes.
     app.clock.advance(Duration::from_secs(14 * 60));

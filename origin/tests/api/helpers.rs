@@ -192,6 +192,16 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// Checks out `quantity` of `sku` and returns the new order's id.
+    pub async fn place_order(&self, sku: &str, quantity: u32) -> String {
+        let resp = self
+            .checkout(&self.cart_token(&[(sku, quantity)]), None)
+            .await;
+        assert_eq!(resp.status(), 201);
+        let body: Value = resp.json().await.unwrap();
+        body["order"]["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn pay(&self, order_id: &str, outcome: &str) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/orders/{order_id}/pay")))
