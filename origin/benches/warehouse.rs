@@ -13,7 +13,9 @@ use edgefront_shared::analytics;
 use edgefront_shared::events::{self, EnrichedEvent, Enrichment};
 use edgefront_shared::sketch::{CounterSet, Windows};
 
-const BATCH: usize = 500;
+/// Events per ingest batch: an edge node coalesces its outbox into batches this size (the
+/// origin takes up to 10,000).
+const BATCH: usize = 5_000;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -23,7 +25,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Enriched events and their JSON, as an edge delivers them.
+/// Enriched events and their JSON, as an edge delivers them: random message and visitor ids
+/// and spread timestamps, so the raw events compress like real traffic, not like copies.
 fn enriched(batch: usize, now: time::OffsetDateTime) -> Vec<(EnrichedEvent, String)> {
     let e = Enrichment {
         received_at: now,
@@ -35,7 +38,20 @@ fn enriched(batch: usize, now: time::OffsetDateTime) -> Vec<(EnrichedEvent, Stri
     (0..BATCH)
         .map(|i| {
             let mut v = events::demo_event(batch * BATCH + i);
-            v["messageId"] = format!("b{batch}-e{i}").into();
+            v["messageId"] = format!("ajs-next-{}", uuid::Uuid::new_v4()).into();
+            v["anonymousId"] = uuid::Uuid::new_v4().to_string().into();
+            // Event time advances at the goal's rate, 500,000 events/s: every batch lands in
+            // the same recent minutes of the key index, as it would under that load.
+            let at = now + time::Duration::microseconds(2 * (batch * BATCH + i) as i64);
+            v["timestamp"] = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("time")
+                .into();
+            v["context"]["page"]["url"] = format!(
+                "https://shop.example/p/{}?utm_source=news",
+                (i * 31) % 10_000
+            )
+            .into();
             let ev = events::enrich(events::parse_track(&v).expect("valid"), &e);
             let body = serde_json::to_string(&ev).expect("json");
             (ev, body)

@@ -34,6 +34,9 @@ pub struct Settings {
     pub tax_rates: TaxRates,
     /// Largest request body accepted, except catalog imports. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Largest event batch body from an edge node. Default 16 MiB (10,000 events of a
+    /// kilobyte and more).
+    pub max_ingest_bytes: usize,
     /// Largest catalog import body. Default 64 MiB.
     pub max_import_bytes: usize,
     /// Demo products to seed an empty catalog with (0: none). The dev command passes the edge's
@@ -55,6 +58,7 @@ impl Default for Settings {
             hour_bucket_retention: Duration::from_secs(90 * 86_400),
             tax_rates: TaxRates::default(),
             max_body_bytes: 1 << 20,
+            max_ingest_bytes: 16 << 20,
             max_import_bytes: 64 << 20,
             seed_demo_products: 0,
         }

@@ -72,6 +72,9 @@ pub enum ApiError {
     /// `payment_provider_unavailable`: the provider could not be reached.
     #[error("payment provider unavailable")]
     PaymentUnavailable(String),
+    /// 503 `retry`: a concurrent write overlapped this one; the same request again is safe.
+    #[error("a concurrent write overlapped this request; retry it")]
+    Retry(String),
     /// 500 `internal`: a storage or other internal failure; the detail is only logged.
     #[error("internal error")]
     Internal(String),
@@ -79,7 +82,10 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            StoreError::Conflict(detail) => ApiError::Retry(detail),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -110,6 +116,7 @@ impl ApiError {
             ApiError::OrderNotPayable(_) => (S::CONFLICT, "order_not_payable"),
             ApiError::BelowReserved(_) => (S::CONFLICT, "below_reserved"),
             ApiError::PaymentUnavailable(_) => (S::BAD_GATEWAY, "payment_provider_unavailable"),
+            ApiError::Retry(_) => (S::SERVICE_UNAVAILABLE, "retry"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -119,7 +126,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let detail = match &self {
-            ApiError::Internal(detail) | ApiError::PaymentUnavailable(detail) => {
+            ApiError::Internal(detail)
+            | ApiError::PaymentUnavailable(detail)
+            | ApiError::Retry(detail) => {
                 tracing::error!(code, %detail, "request failed");
                 None
             }

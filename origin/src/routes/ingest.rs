@@ -12,12 +12,13 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, has_content_type, read_body};
+use crate::extract::{has_content_type, read_body};
 use crate::state::AppState;
 use crate::store::{IngestOutcome, StoredEvent};
 
-/// Most events in one batch (the edge sends at most 500 per request).
-const MAX_BATCH_EVENTS: usize = 1000;
+/// Most events in one batch. Large batches are what make ingest cheap (one transaction, one
+/// compressed blob, one key statement), so an edge node may coalesce its outbox up to this.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
 
 /// The ingest routes.
 pub fn router() -> Router<AppState> {
@@ -46,8 +47,15 @@ fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
 
 async fn events(
     State(state): State<AppState>,
-    JsonBody(batch): JsonBody<Batch>,
+    req: Request,
 ) -> Result<Json<IngestOutcome>, ApiError> {
+    let (parts, body) = req.into_parts();
+    if !has_content_type(&parts, "application/json") {
+        return Err(ApiError::UnsupportedMediaType("application/json"));
+    }
+    let bytes = read_body(body, state.settings.max_ingest_bytes).await?;
+    let batch: Batch =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     check_name("batch_id", &batch.batch_id)?;
     check_name("edge_node", &batch.edge_node)?;
     if batch.events.len() > MAX_BATCH_EVENTS {

@@ -212,7 +212,46 @@ async fn raw_events_are_deleted_after_retention_and_counts_stay(db: Db) {
     app.stop().await;
 }
 
+async fn raw_events_are_kept_as_received_and_an_event_twice_in_a_batch_counts_once(db: Db) {
+    let app = app_or_skip!(db);
+    let mut batch = enriched(&app, 0, 4);
+    batch.push(batch[2].clone());
+    let out: Value = post_batch(&app, "b-twice", &batch)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (out["inserted"].as_u64(), out["duplicate_events"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(counts(&app, "1h").await["total"], 4);
+    // A later batch that only repeats stored events stores no raw copy of them.
+    let out: Value = post_batch(&app, "b-again", &batch[..2])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["inserted"], 0);
+    let raw: Vec<Value> = app
+        .state()
+        .store
+        .raw_events(0, i64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
+    assert_eq!(
+        raw,
+        batch[..4].to_vec(),
+        "raw events are stored once, as sent"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    raw_events_are_kept_as_received_and_an_event_twice_in_a_batch_counts_once,
     raw_events_are_deleted_after_retention_and_counts_stay,
     replaying_an_ingest_batch_changes_no_count,
     analytics_need_a_marketer_token_and_a_valid_window,
