@@ -651,6 +651,132 @@ impl Store {
         idempotency: Option<(&str, &str)>,
         now_ms: i64,
     ) -> Result<CheckoutOutcome> {
+        match self.backend {
+            // A round trip to the server is the dominant cost: one statement does it all.
+            Backend::Postgres => self.create_order_pg(order, idempotency, now_ms).await,
+            // In-process: statements are cheap; the transaction is what matters.
+            Backend::Sqlite => self.create_order_tx(order, idempotency, now_ms).await,
+        }
+    }
+
+    /// [`Store::create_order`] on PostgreSQL as one autocommitted statement of data-modifying
+    /// CTEs: claim the idempotency key, insert the order, its lines and stock movements, lock
+    /// the stock rows in SKU order (no deadlock between multi-line orders) and reserve. An oversell violates `CHECK (reserved <= on_hand)` and a
+    /// SKU without stock calls `edgefront_refuse`, so either undoes the whole statement; only
+    /// then is stock read again, to name the SKUs that are short.
+    async fn create_order_pg(
+        &self,
+        order: &Order,
+        idempotency: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> Result<CheckoutOutcome> {
+        const SQL: &str = "WITH claim AS ( \
+                INSERT INTO idempotency_keys (key, fingerprint, order_id, created_ms) \
+                SELECT $1::TEXT, $2::TEXT, $3, $4 WHERE $1::TEXT IS NOT NULL \
+                ON CONFLICT (key) DO NOTHING RETURNING 1), \
+            go AS (SELECT 1 AS one WHERE $1::TEXT IS NULL OR EXISTS (SELECT 1 FROM claim)), \
+            lines AS (SELECT l.* FROM json_to_recordset($5::json) AS l(sku TEXT, \
+                product_id TEXT, title TEXT, quantity BIGINT, unit_price_minor BIGINT, \
+                line_total_minor BIGINT) WHERE EXISTS (SELECT 1 FROM go)), \
+            ord AS (INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
+                subtotal_minor, discount_minor, tax_minor, total_minor, catalog_version, \
+                created_ms, expires_ms) SELECT $3, 'pending_payment', $6, $7, $8, $9, $10, $11, \
+                $12, $13, $14, $15, $16 FROM go), \
+            ol AS (INSERT INTO order_lines (order_id, sku, product_id, title, quantity, \
+                unit_price_minor, line_total_minor) SELECT $3, sku, product_id, title, \
+                quantity, unit_price_minor, line_total_minor FROM lines), \
+            mv AS (INSERT INTO inventory_movements (sku, kind, on_hand_delta, reserved_delta, \
+                order_id, at_ms) SELECT sku, 'reserved', 0, quantity, $3, $4 FROM lines), \
+            locked AS MATERIALIZED (SELECT i.sku FROM inventory i JOIN lines l ON l.sku = i.sku \
+                ORDER BY i.sku FOR UPDATE OF i), \
+            reserve AS (UPDATE inventory i SET reserved = i.reserved + l.quantity, \
+                updated_ms = $4 FROM lines l, locked k WHERE i.sku = l.sku AND k.sku = l.sku \
+                RETURNING i.sku) \
+            SELECT (SELECT COUNT(*) FROM go), CASE WHEN (SELECT COUNT(*) FROM reserve) = \
+                (SELECT COUNT(*) FROM lines) THEN 0 ELSE edgefront_refuse('no stock row') END";
+        let lines: Vec<serde_json::Value> = order
+            .lines
+            .iter()
+            .map(|l| {
+                Ok(serde_json::json!({
+                    "sku": l.sku, "product_id": l.product_id, "title": l.title,
+                    "quantity": l.quantity, "unit_price_minor": minor(&l.unit_price)?,
+                    "line_total_minor": minor(&l.line_total)?,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let (key, fingerprint) = idempotency.unzip();
+        let result = sqlx::query(SQL)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(&order.id)
+            .bind(now_ms)
+            .bind(serde_json::Value::Array(lines).to_string())
+            .bind(&order.cart_id)
+            .bind(&order.email)
+            .bind(&order.shipping_address)
+            .bind(order.total.currency().code())
+            .bind(minor(&order.subtotal)?)
+            .bind(minor(&order.discount)?)
+            .bind(minor(&order.tax)?)
+            .bind(minor(&order.total)?)
+            .bind(i64::try_from(order.catalog_version).map_err(corrupt("catalog version"))?)
+            .bind(order.created_ms)
+            .bind(order.expires_ms)
+            .fetch_one(&self.pool)
+            .await;
+        match result {
+            Ok(row) => {
+                let went: i64 = row.try_get(0)?;
+                if went == 1 {
+                    return Ok(CheckoutOutcome::Created(order.clone()));
+                }
+                let (key, fingerprint) = idempotency.ok_or_else(|| {
+                    StoreError::Corrupt("checkout neither ran nor replayed".into())
+                })?;
+                self.replay(key, fingerprint).await
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
+                let short = self.short_skus(&order.lines).await?;
+                if short.is_empty() {
+                    // Stock came back between the refusal and this read: report every line
+                    // rather than retry in a loop.
+                    return Ok(CheckoutOutcome::OutOfStock(
+                        order.lines.iter().map(|l| l.sku.clone()).collect(),
+                    ));
+                }
+                Ok(CheckoutOutcome::OutOfStock(short))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// SKUs of `lines` whose available stock is below the line's quantity (or that have none).
+    async fn short_skus(&self, lines: &[OrderLine]) -> Result<Vec<String>> {
+        let mut short = Vec::new();
+        for line in lines {
+            let available: Option<i64> =
+                sqlx::query("SELECT on_hand - reserved FROM inventory WHERE sku = $1")
+                    .bind(&line.sku)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+            if available.is_none_or(|a| a < i64::from(line.quantity)) {
+                short.push(line.sku.clone());
+            }
+        }
+        short.sort();
+        Ok(short)
+    }
+
+    /// [`Store::create_order`] as a transaction of statements (SQLite).
+    async fn create_order_tx(
+        &self,
+        order: &Order,
+        idempotency: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> Result<CheckoutOutcome> {
         let mut tx = self.begin().await?;
         if let Some((key, fingerprint)) = idempotency {
             // On PostgreSQL a concurrent holder of the same key makes this wait for its commit.
@@ -721,7 +847,6 @@ impl Store {
             )
             .await?;
         }
-        record_order_event(&mut tx, self.backend, EventName::CheckoutStarted, now_ms).await?;
         // Reserve last: the stock rows stay locked only from here to the commit, so checkouts
         // of one popular SKU queue for one statement, not for the whole transaction.
         let mut short = Vec::new();
@@ -804,9 +929,6 @@ impl Store {
             });
         }
         release_or_commit(&mut tx, order_id, paid, now_ms).await?;
-        if paid {
-            record_order_event(&mut tx, self.backend, EventName::OrderCompleted, now_ms).await?;
-        }
         tx.commit().await?;
         match load_order(&self.pool, order_id).await? {
             Some(o) => Ok(SettleOutcome::Settled(o)),
@@ -1114,9 +1236,31 @@ impl Store {
         .bind(to_minute)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut counts: BTreeMap<String, i64> = rows
+            .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+            .collect::<Result<_>>()?;
+        // The origin's own order events are counted from the orders: each order is created
+        // once and completed (paid) once, so the rows are the exact event record.
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM orders WHERE created_ms >= $1 AND created_ms < $2), \
+             (SELECT COUNT(*) FROM orders WHERE status = 'paid' \
+              AND settled_ms >= $1 AND settled_ms < $2)",
+        )
+        .bind(from_minute.saturating_mul(60_000))
+        .bind(to_minute.saturating_mul(60_000))
+        .fetch_one(&self.pool)
+        .await?;
+        for (i, name) in [EventName::CheckoutStarted, EventName::OrderCompleted]
+            .into_iter()
+            .enumerate()
+        {
+            let n: i64 = row.try_get(i)?;
+            if n > 0 {
+                counts.insert(format!("origin:{}", name.as_str()), n);
+            }
+        }
+        Ok(counts)
     }
 
     /// The merged counter set over `[from_minute, to_minute)`, read from the coarsest buckets
@@ -1364,22 +1508,6 @@ async fn add_event_counts(
         q.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// The origin's own order events go into the warehouse's counts beside the edge's. The order
-/// row is their raw record, and each happens once per order by construction (an order is
-/// created once per idempotency key, settled once), so no de-duplication key is needed.
-async fn record_order_event(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    name: EventName,
-    now_ms: i64,
-) -> Result<()> {
-    let key = (
-        now_ms.div_euclid(60_000),
-        format!("origin:{}", name.as_str()),
-    );
-    add_event_counts(tx, backend, &[(key, 1)]).await
 }
 
 async fn merge_bucket(

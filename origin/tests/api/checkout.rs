@@ -270,7 +270,33 @@ async fn concurrent_checkouts_never_oversell(db: Db) {
     app.stop().await;
 }
 
+async fn order_events_are_counted_once_per_order_in_the_warehouse(db: Db) {
+    use edgefront_shared::tokens::Role;
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let paid = app.place_order(&sku, 1).await;
+    app.place_order(&sku, 1).await;
+    assert_eq!(app.pay(&paid, "approve").await.status(), 200);
+    // A retried payment call settles nothing twice.
+    app.pay(&paid, "approve").await;
+    let counts: Value = app
+        .client
+        .get(app.url("/v1/analytics/events?window=1h"))
+        .bearer_auth(app.staff(Role::Marketer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["origin_events"]["Checkout Started"], 2, "{counts}");
+    assert_eq!(counts["origin_events"]["Order Completed"], 1, "{counts}");
+    app.stop().await;
+}
+
 on_both_backends!(
+    order_events_are_counted_once_per_order_in_the_warehouse,
     checkout_prices_from_the_catalog_adds_tax_and_reserves_stock,
     a_promotion_code_in_the_cart_is_applied_by_the_origin,
     paying_commits_the_reservation,
