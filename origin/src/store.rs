@@ -31,6 +31,9 @@ pub enum StoreError {
     /// A stored value did not decode (a bug or manual tampering).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// A group of SQLite checkouts failed together (their shared commit, or the committer).
+    #[error("checkout group: {0}")]
+    Group(String),
     /// A concurrent writer changed what this call depended on; retrying it is safe.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -373,6 +376,8 @@ pub struct Store {
     /// `busy_timeout`'s sleep-and-retry is not (it left some checkouts waiting over a second).
     writer: AnyPool,
     backend: Backend,
+    /// SQLite: the queue of the group committer that runs checkouts on the writer.
+    committer: Option<tokio::sync::mpsc::Sender<CheckoutJob>>,
 }
 
 fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
@@ -417,10 +422,16 @@ impl Store {
             Backend::Sqlite => pool_options(backend, 1).connect(&url).await?,
             Backend::Postgres => pool.clone(),
         };
+        let committer = (backend == Backend::Sqlite).then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(group_commit(writer.clone(), rx));
+            tx
+        });
         let store = Store {
             pool,
             writer,
             backend,
+            committer,
         };
         store.migrate().await?;
         Ok(store)
@@ -770,108 +781,43 @@ impl Store {
         Ok(short)
     }
 
-    /// [`Store::create_order`] as a transaction of statements (SQLite).
+    /// [`Store::create_order`] on SQLite: through the group committer, which runs concurrent
+    /// checkouts in one transaction (each under its own savepoint) and answers them after one
+    /// commit. With `synchronous=FULL` every commit waits for the disk; sharing that wait is
+    /// what lets checkouts outrun one fsync each.
     async fn create_order_tx(
         &self,
         order: &Order,
         idempotency: Option<(&str, &str)>,
         now_ms: i64,
     ) -> Result<CheckoutOutcome> {
-        let mut tx = self.begin().await?;
-        if let Some((key, fingerprint)) = idempotency {
-            // On PostgreSQL a concurrent holder of the same key makes this wait for its commit.
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, order_id, created_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&order.id)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if claimed == 0 {
-                tx.rollback().await?;
-                return self.replay(key, fingerprint).await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = CheckoutJob {
+            order: order.clone(),
+            idempotency: idempotency.map(|(k, f)| (k.to_owned(), f.to_owned())),
+            now_ms,
+            reply,
+        };
+        let committer = self
+            .committer
+            .as_ref()
+            .ok_or_else(|| StoreError::Group("no group committer".into()))?;
+        committer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Group("group committer stopped".into()))?;
+        let outcome = answer
+            .await
+            .map_err(|_| StoreError::Group("group committer dropped a checkout".into()))??;
+        match (outcome, idempotency) {
+            (TxCheckout::Created, _) => Ok(CheckoutOutcome::Created(order.clone())),
+            (TxCheckout::OutOfStock(short), _) => Ok(CheckoutOutcome::OutOfStock(short)),
+            // Read after the commit: the key may have been claimed earlier in the same group.
+            (TxCheckout::Replay, Some((key, fingerprint))) => self.replay(key, fingerprint).await,
+            (TxCheckout::Replay, None) => {
+                Err(StoreError::Corrupt("replay without idempotency key".into()))
             }
         }
-
-        // Lines in SKU order, so two checkouts never wait on each other's rows in a cycle.
-        let mut lines: Vec<&OrderLine> = order.lines.iter().collect();
-        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-        let currency = order.total.currency();
-        sqlx::query(
-            "INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
-             subtotal_minor, discount_minor, tax_minor, total_minor, catalog_version, \
-             created_ms, expires_ms) \
-             VALUES ($1, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&order.id)
-        .bind(&order.cart_id)
-        .bind(&order.email)
-        .bind(&order.shipping_address)
-        .bind(currency.code())
-        .bind(minor(&order.subtotal)?)
-        .bind(minor(&order.discount)?)
-        .bind(minor(&order.tax)?)
-        .bind(minor(&order.total)?)
-        .bind(i64::try_from(order.catalog_version).map_err(corrupt("catalog version"))?)
-        .bind(order.created_ms)
-        .bind(order.expires_ms)
-        .execute(&mut *tx)
-        .await?;
-        for line in &lines {
-            let q = i64::from(line.quantity);
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, sku, product_id, title, quantity, \
-                 unit_price_minor, line_total_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&order.id)
-            .bind(&line.sku)
-            .bind(&line.product_id)
-            .bind(&line.title)
-            .bind(q)
-            .bind(minor(&line.unit_price)?)
-            .bind(minor(&line.line_total)?)
-            .execute(&mut *tx)
-            .await?;
-            movement(
-                &mut tx,
-                &line.sku,
-                "reserved",
-                0,
-                q,
-                Some(&order.id),
-                now_ms,
-            )
-            .await?;
-        }
-        // Reserve last: the stock rows stay locked only from here to the commit, so checkouts
-        // of one popular SKU queue for one statement, not for the whole transaction.
-        let mut short = Vec::new();
-        for line in &lines {
-            let q = i64::from(line.quantity);
-            let reserved = sqlx::query(
-                "UPDATE inventory SET reserved = reserved + $1, updated_ms = $2 \
-                 WHERE sku = $3 AND on_hand - reserved >= $1",
-            )
-            .bind(q)
-            .bind(now_ms)
-            .bind(&line.sku)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if reserved == 0 {
-                short.push(line.sku.clone());
-            }
-        }
-        if !short.is_empty() {
-            tx.rollback().await?;
-            return Ok(CheckoutOutcome::OutOfStock(short));
-        }
-        tx.commit().await?;
-        Ok(CheckoutOutcome::Created(order.clone()))
     }
 
     async fn replay(&self, key: &str, fingerprint: &str) -> Result<CheckoutOutcome> {
@@ -1434,8 +1380,175 @@ async fn set_on_hand_in(
     Ok(Ok(level(sku, on_hand, reserved)))
 }
 
+/// What one checkout did inside a transaction; anything but `Created` is rolled back.
+#[derive(Debug)]
+enum TxCheckout {
+    Created,
+    /// The idempotency key was already claimed: answer from the stored order after commit.
+    Replay,
+    OutOfStock(Vec<String>),
+}
+
+/// A checkout queued for the SQLite group committer.
+#[derive(Debug)]
+struct CheckoutJob {
+    order: Order,
+    idempotency: Option<(String, String)>,
+    now_ms: i64,
+    reply: tokio::sync::oneshot::Sender<Result<TxCheckout>>,
+}
+
+/// Most checkouts sharing one commit: enough to amortize the fsync, few enough that a group's
+/// transaction stays short for the other writers queued on the connection.
+const MAX_GROUP: usize = 64;
+
+/// Runs queued checkouts in groups on the SQLite writer: one `BEGIN IMMEDIATE`, a savepoint per
+/// checkout (rolled back alone when it is refused or fails), one commit, then every answer. No
+/// answer is sent before its commit is durable.
+async fn group_commit(writer: AnyPool, mut jobs: tokio::sync::mpsc::Receiver<CheckoutJob>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        match run_group(&writer, &group).await {
+            Ok(results) => {
+                for (job, result) in group.drain(..).zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, checkouts = group.len(), "checkout group failed");
+                let detail = e.to_string();
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Group(detail.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn run_group(writer: &AnyPool, group: &[CheckoutJob]) -> Result<Vec<Result<TxCheckout>>> {
+    let mut tx = writer.begin_with(Backend::Sqlite.begin_write()).await?;
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        sqlx::query("SAVEPOINT checkout").execute(&mut *tx).await?;
+        let idempotency = job
+            .idempotency
+            .as_ref()
+            .map(|(k, f)| (k.as_str(), f.as_str()));
+        let result = checkout_statements(&mut tx, &job.order, idempotency, job.now_ms).await;
+        if !matches!(result, Ok(TxCheckout::Created)) {
+            sqlx::query("ROLLBACK TO checkout")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE checkout").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// One checkout's statements inside the caller's transaction: claim the idempotency key, insert
+/// the order, lines and stock movements, then reserve each line with a conditional update.
+async fn checkout_statements(
+    conn: &mut sqlx::AnyConnection,
+    order: &Order,
+    idempotency: Option<(&str, &str)>,
+    now_ms: i64,
+) -> Result<TxCheckout> {
+    if let Some((key, fingerprint)) = idempotency {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, order_id, created_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(fingerprint)
+        .bind(&order.id)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(TxCheckout::Replay);
+        }
+    }
+
+    // Lines in SKU order, so two checkouts never wait on each other's rows in a cycle.
+    let mut lines: Vec<&OrderLine> = order.lines.iter().collect();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let currency = order.total.currency();
+    sqlx::query(
+        "INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
+             subtotal_minor, discount_minor, tax_minor, total_minor, catalog_version, \
+             created_ms, expires_ms) \
+             VALUES ($1, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&order.id)
+    .bind(&order.cart_id)
+    .bind(&order.email)
+    .bind(&order.shipping_address)
+    .bind(currency.code())
+    .bind(minor(&order.subtotal)?)
+    .bind(minor(&order.discount)?)
+    .bind(minor(&order.tax)?)
+    .bind(minor(&order.total)?)
+    .bind(i64::try_from(order.catalog_version).map_err(corrupt("catalog version"))?)
+    .bind(order.created_ms)
+    .bind(order.expires_ms)
+    .execute(&mut *conn)
+    .await?;
+    for line in &lines {
+        let q = i64::from(line.quantity);
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, sku, product_id, title, quantity, \
+                 unit_price_minor, line_total_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&order.id)
+        .bind(&line.sku)
+        .bind(&line.product_id)
+        .bind(&line.title)
+        .bind(q)
+        .bind(minor(&line.unit_price)?)
+        .bind(minor(&line.line_total)?)
+        .execute(&mut *conn)
+        .await?;
+        movement(
+            &mut *conn,
+            &line.sku,
+            "reserved",
+            0,
+            q,
+            Some(&order.id),
+            now_ms,
+        )
+        .await?;
+    }
+    // Reserve last: the stock rows stay locked only from here to the commit, so checkouts
+    // of one popular SKU queue for one statement, not for the whole transaction.
+    let mut short = Vec::new();
+    for line in &lines {
+        let q = i64::from(line.quantity);
+        let reserved = sqlx::query(
+            "UPDATE inventory SET reserved = reserved + $1, updated_ms = $2 \
+                 WHERE sku = $3 AND on_hand - reserved >= $1",
+        )
+        .bind(q)
+        .bind(now_ms)
+        .bind(&line.sku)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if reserved == 0 {
+            short.push(line.sku.clone());
+        }
+    }
+    if !short.is_empty() {
+        return Ok(TxCheckout::OutOfStock(short));
+    }
+    Ok(TxCheckout::Created)
+}
+
 async fn movement(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut sqlx::AnyConnection,
     sku: &str,
     kind: &str,
     on_hand_delta: i64,
@@ -1453,7 +1566,7 @@ async fn movement(
     .bind(reserved_delta)
     .bind(order_id)
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -270,6 +270,27 @@ async fn concurrent_checkouts_never_oversell(db: Db) {
     app.stop().await;
 }
 
+async fn concurrent_retries_with_one_idempotency_key_make_one_order(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let token = app.cart_token(&[(&sku, 3)]);
+    // Sent at once, so on SQLite several land in one group commit with the first claim.
+    let results =
+        futures::future::join_all((0..20).map(|_| app.checkout(&token, Some("retry-key")))).await;
+    let mut ids = Vec::new();
+    for r in results {
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        ids.push(body["order"]["id"].as_str().unwrap().to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one order for every retry: {ids:?}");
+    assert_eq!(app.stock(&sku).await["reserved"], 3, "reserved once");
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
 async fn order_events_are_counted_once_per_order_in_the_warehouse(db: Db) {
     use edgefront_shared::tokens::Role;
     let app = app_or_skip!(db);
@@ -296,6 +317,7 @@ async fn order_events_are_counted_once_per_order_in_the_warehouse(db: Db) {
 }
 
 on_both_backends!(
+    concurrent_retries_with_one_idempotency_key_make_one_order,
     order_events_are_counted_once_per_order_in_the_warehouse,
     checkout_prices_from_the_catalog_adds_tax_and_reserves_stock,
     a_promotion_code_in_the_cart_is_applied_by_the_origin,
