@@ -59,6 +59,7 @@ pub struct RecordingOrigin {
     down: AtomicBool,
     event_budget: AtomicUsize,
     rejections: AtomicUsize,
+    lost_acks: AtomicUsize,
     catalog: Mutex<Option<(String, Vec<u8>)>>,
 }
 
@@ -70,6 +71,7 @@ impl Default for RecordingOrigin {
             down: AtomicBool::new(false),
             event_budget: AtomicUsize::new(usize::MAX),
             rejections: AtomicUsize::new(0),
+            lost_acks: AtomicUsize::new(0),
             catalog: Mutex::new(None),
         }
     }
@@ -94,6 +96,12 @@ impl RecordingOrigin {
     /// Refuse the next `n` event batches for good (as a 4xx would).
     pub fn set_rejecting(&self, n: usize) {
         self.rejections.store(n, Ordering::SeqCst);
+    }
+
+    /// Record the next `n` event batches but answer as if they failed: an acknowledgement lost
+    /// on the way back.
+    pub fn set_losing_acks(&self, n: usize) {
+        self.lost_acks.store(n, Ordering::SeqCst);
     }
 
     /// Event batches received (JSON bodies), in order.
@@ -131,6 +139,13 @@ impl Origin for RecordingOrigin {
             return Err(PortError::Unavailable("origin refused".into()));
         }
         lock(&self.events).push(batch_json);
+        let lost = self
+            .lost_acks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            return Err(PortError::Unavailable("acknowledgement lost".into()));
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use edgefront_functions::flush::{self, FlushReport, OUTBOX_PREFIX};
+use edgefront_functions::flush::{self, FlushLimits, FlushReport, OUTBOX_PREFIX};
 use edgefront_functions::memory::NoOrigin;
 use edgefront_functions::ports::{Counters, Environment, KeyValue, Platform, PortError};
 use edgefront_functions::testing::{
@@ -2738,16 +2738,24 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
     assert!(app.ports.kv.is_empty(), "the outbox is emptied");
 
     let batches = received_events(&app.ports.origin);
-    assert_eq!(batches.len(), 3);
-    let sizes: Vec<usize> = batches
+    assert_eq!(
+        batches.len(),
+        1,
+        "the three queued batches go as one request"
+    );
+    assert_eq!(batches[0]["edge_node"], "test");
+    assert!(batches[0]["batch_id"].as_str().unwrap().starts_with("c-"));
+    let visitors: Vec<&str> = batches[0]["events"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|b| b["events"].as_array().unwrap().len())
+        .map(|e| e["anonymous_id"].as_str().unwrap())
         .collect();
-    assert_eq!(sizes, [4, 3, 1], "batches are delivered in enqueue order");
-    for b in &batches {
-        assert_eq!(b["edge_node"], "test");
-        assert!(b["batch_id"].is_string());
-    }
+    assert_eq!(
+        visitors,
+        ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "c0"],
+        "events keep their enqueue order"
+    );
 
     let delta = received_sketches(&app.ports.origin);
     assert_eq!(delta.len(), 2, "one bucket per minute with events");
@@ -2761,8 +2769,82 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
     // Nothing new: the next flush sends nothing.
     let again = run_ready(flush::flush(&app.ports));
     assert_eq!(again, FlushReport::default());
-    assert_eq!(received_events(&app.ports.origin).len(), 3);
+    assert_eq!(received_events(&app.ports.origin).len(), 1);
     assert_eq!(app.ports.origin.sketch_deltas().len(), 1);
+}
+
+/// Limits that send every queued batch alone.
+fn one_batch_per_request() -> FlushLimits {
+    FlushLimits {
+        events_per_request: 1,
+        ..FlushLimits::default()
+    }
+}
+
+#[test]
+fn coalesced_requests_stay_under_the_event_limit_and_a_resend_after_a_lost_ack_is_the_same_request()
+{
+    let app = app_with_origin();
+    for n in [3, 2, 2, 4] {
+        post_batch(
+            &app,
+            (0..n)
+                .map(|i| viewed(&format!("b{n}-{i}"), "p-000001"))
+                .collect(),
+        );
+        app.ports.env.advance_ms(1);
+    }
+    let limits = FlushLimits {
+        events_per_request: 5,
+        ..FlushLimits::default()
+    };
+    app.ports.origin.set_down(true);
+    assert!(
+        run_ready(flush::flush_with(&app.ports, limits))
+            .error
+            .is_some()
+    );
+    app.ports.origin.set_down(false);
+    let report = run_ready(flush::flush_with(&app.ports, limits));
+    assert_eq!((report.batches_sent, report.batches_left), (4, 0));
+    assert!(app.ports.kv.is_empty());
+    let sizes: Vec<usize> = received_events(&app.ports.origin)
+        .iter()
+        .map(|b| b["events"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes,
+        [5, 2, 4],
+        "3+2 fill one request; 2+4 would pass the limit"
+    );
+
+    // A lost acknowledgement: the same queued batches are resent under the same id, which the
+    // origin recognizes as a batch it already has.
+    let again = app_with_origin();
+    for n in [3, 2] {
+        post_batch(
+            &again,
+            (0..n)
+                .map(|i| viewed(&format!("b{n}-{i}"), "p-000001"))
+                .collect(),
+        );
+    }
+    again.ports.origin.set_losing_acks(1);
+    assert!(
+        run_ready(flush::flush_with(&again.ports, limits))
+            .error
+            .is_some()
+    );
+    assert_eq!(
+        run_ready(flush::flush_with(&again.ports, limits)).batches_sent,
+        2
+    );
+    let sent = received_events(&again.ports.origin);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0], sent[1],
+        "the resend is byte for byte the same request"
+    );
 }
 
 #[test]
@@ -2868,7 +2950,7 @@ fn a_flush_that_fails_midway_keeps_the_unsent_batches_in_order() {
         );
     }
     app.ports.origin.set_event_budget(1);
-    let report = run_ready(flush::flush(&app.ports));
+    let report = run_ready(flush::flush_with(&app.ports, one_batch_per_request()));
     assert_eq!(report.batches_sent, 1);
     assert_eq!(report.batches_left, 2);
     assert!(report.error.is_some());
@@ -2879,7 +2961,7 @@ fn a_flush_that_fails_midway_keeps_the_unsent_batches_in_order() {
     assert_eq!(app.ports.kv.len(), 2);
 
     app.ports.origin.set_event_budget(usize::MAX);
-    let report = run_ready(flush::flush(&app.ports));
+    let report = run_ready(flush::flush_with(&app.ports, one_batch_per_request()));
     assert_eq!(report.batches_sent, 2);
     assert_eq!(report.batches_left, 0);
     assert!(report.error.is_none());
@@ -2896,7 +2978,9 @@ fn a_batch_the_origin_refuses_for_good_is_dead_lettered_and_does_not_block_the_n
     post_batch(&app, vec![viewed("v1", "p-000001")]);
     app.ports.env.advance_ms(1);
     post_batch(&app, vec![viewed("v2", "p-000002")]);
-    app.ports.origin.set_rejecting(1);
+    // The first refusal is the coalesced request; then each batch goes alone, and the origin
+    // refuses the first of them.
+    app.ports.origin.set_rejecting(2);
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report.batches_dead, 1);
     assert_eq!(report.batches_sent, 1);
