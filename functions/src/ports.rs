@@ -95,6 +95,19 @@ pub trait Environment {
     fn edge_node(&self) -> &str;
 }
 
+/// How an origin client reads the status of an answer to a POST: 2xx is success; a 4xx other
+/// than 408 and 429 means the payload will never be accepted ([`PortError::Rejected`], so the
+/// outbox dead-letters it); anything else is worth retrying.
+pub fn origin_answer(status: u16, path: &str) -> Result<(), PortError> {
+    let message = format!("origin answered {status} on {path}");
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 => Err(PortError::Unavailable(message)),
+        400..=499 => Err(PortError::Rejected(message)),
+        _ => Err(PortError::Unavailable(message)),
+    }
+}
+
 /// Everything a host provides.
 pub trait Platform: CatalogSource + KeyValue + Counters + Origin + Environment {}
 

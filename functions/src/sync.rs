@@ -18,10 +18,15 @@ pub async fn refresh_catalog<P: Platform>(
     let Some((etag, body)) = ports.fetch_catalog(etag).await? else {
         return Ok(None);
     };
-    let published: PublishedCatalog = serde_json::from_slice(&body)
+    Ok(Some((etag, decode_published(&body)?)))
+}
+
+/// A published catalog (the origin's snapshot body, also what is stored in an edge KV store)
+/// decoded and validated.
+pub fn decode_published(body: &[u8]) -> Result<CatalogSnapshot, PortError> {
+    let published: PublishedCatalog = serde_json::from_slice(body)
         .map_err(|e| PortError::Corrupt(format!("published catalog: {e}")))?;
-    let snapshot = published
+    published
         .into_snapshot()
-        .map_err(|e| PortError::Corrupt(format!("published catalog: {e}")))?;
-    Ok(Some((etag, snapshot)))
+        .map_err(|e| PortError::Corrupt(format!("published catalog: {e}")))
 }

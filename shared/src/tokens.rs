@@ -64,6 +64,27 @@ pub enum KeyError {
     /// Two keys share an id.
     #[error("duplicate key id `{0}`")]
     DuplicateId(String),
+    /// A key file that is not `{"keys": [{"kid", "secret"}]}` with base64 secrets.
+    #[error("key file: {0}")]
+    KeyFile(String),
+}
+
+/// The key file every host reads its signing keys from (a file in the local data directory, a
+/// secret on Cloudflare, a variable on Spin): `{"keys": [{"kid": "…", "secret": "<base64>"}]}`,
+/// current key first, so keys rotate by prepending a new one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Current key first.
+    pub keys: Vec<KeyFileEntry>,
+}
+
+/// One key of a [`KeyFile`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyFileEntry {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// Base64 of at least 32 random bytes.
+    pub secret: String,
 }
 
 /// HS256 keys by id; the first is the current signing key.
@@ -104,6 +125,26 @@ impl Keyring {
             current_id: first_id.clone(),
             by_id,
         })
+    }
+
+    /// Builds a keyring from a [`KeyFile`]'s JSON text.
+    pub fn from_key_file(json: &[u8]) -> Result<Self, KeyError> {
+        use base64::Engine as _;
+        let file: KeyFile =
+            serde_json::from_slice(json).map_err(|e| KeyError::KeyFile(e.to_string()))?;
+        let keys = file
+            .keys
+            .into_iter()
+            .map(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(&k.secret)
+                    .map(|secret| (k.kid.clone(), secret))
+                    .map_err(|_| {
+                        KeyError::KeyFile(format!("key `{}`: secret is not base64", k.kid))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Keyring::new(&keys)
     }
 
     /// The id of the key new tokens are signed with.

@@ -7,21 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgefront_shared::tokens::Keyring;
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct KeyFile {
-    /// Current key first.
-    keys: Vec<KeyEntry>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct KeyEntry {
-    kid: String,
-    /// Base64 of at least 32 random bytes.
-    secret: String,
-}
+use edgefront_shared::tokens::{KeyFile, KeyFileEntry, Keyring};
 
 /// Path of the dev key file.
 pub fn key_path(data_dir: &Path) -> PathBuf {
@@ -36,7 +22,7 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keyring> {
         let secret: [u8; 32] = rand::random();
         let kid_bytes: [u8; 4] = rand::random();
         let file = KeyFile {
-            keys: vec![KeyEntry {
+            keys: vec![KeyFileEntry {
                 kid: format!("dev-{}", u32::from_be_bytes(kid_bytes)),
                 secret: STANDARD.encode(secret),
             }],
@@ -54,14 +40,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keyring> {
             Err(e) => return Err(e.into()),
         }
     }
-    let file: KeyFile = serde_json::from_slice(&std::fs::read(&path)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let keys = file
-        .keys
-        .into_iter()
-        .map(|k| Ok((k.kid, STANDARD.decode(k.secret)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Keyring::new(&keys)?)
+    Keyring::from_key_file(&std::fs::read(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(unix)]

@@ -113,6 +113,19 @@ enum Command {
         #[arg(long, env = "EDGEFRONT_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Write the catalog as a `wrangler kv bulk put` file for the Cloudflare edge's KV: the
+    /// origin's published snapshot with --origin-url, else the demo catalog.
+    KvSeed {
+        /// Number of demo products (without --origin-url).
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        /// Take the published snapshot of this origin instead.
+        #[arg(long)]
+        origin_url: Option<String>,
+        /// Output file.
+        #[arg(long, default_value = "kv-seed.json")]
+        out: PathBuf,
+    },
     /// Print a staff token signed with the dev keys.
     Token {
         /// Role claim.
@@ -214,6 +227,11 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             database_url,
         } => import(&file, &currency, &data_dir, database_url).await?,
+        Command::KvSeed {
+            products,
+            origin_url,
+            out,
+        } => kv_seed(products, origin_url.as_deref(), &out).await?,
         Command::Token {
             role,
             subject,
@@ -232,6 +250,33 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
     }
+    Ok(())
+}
+
+/// KV key the Cloudflare edge reads its catalog from (edge/cloudflare/src/ports.rs).
+const KV_CATALOG_KEY: &str = "catalog/snapshot";
+
+async fn kv_seed(
+    products: usize,
+    origin_url: Option<&str>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let body = match origin_url {
+        Some(url) => {
+            let url = format!("{}/v1/catalog/snapshot", url.trim_end_matches('/'));
+            reqwest::get(&url).await?.error_for_status()?.text().await?
+        }
+        None => serde_json::to_string(&edgefront_shared::catalog::PublishedCatalog {
+            version: 1,
+            products: edgefront_shared::catalog::demo_catalog(products, 42),
+            promotions: edgefront_shared::cart::demo_promotions(),
+        })?,
+    };
+    // Refuse to write a catalog the edge would refuse to serve.
+    edgefront_functions::sync::decode_published(body.as_bytes())?;
+    let file = serde_json::json!([{ "key": KV_CATALOG_KEY, "value": body }]);
+    std::fs::write(out, serde_json::to_vec(&file)?)?;
+    println!("{}", out.display());
     Ok(())
 }
 

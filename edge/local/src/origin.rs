@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgefront_functions::ports::{Origin, PortError};
+use edgefront_functions::ports::{Origin, PortError, origin_answer};
 
 /// Posts to the origin's ingest endpoints; unconfigured when no URL is given.
 #[derive(Debug, Clone)]
@@ -49,18 +49,7 @@ impl HttpOrigin {
             .await
             // Without the URL: it may carry credentials, and this text is logged.
             .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
-        let status = resp.status();
-        let message = format!("origin answered {status} on {path}");
-        if status.is_success() {
-            Ok(())
-        } else if status.is_client_error()
-            && status != reqwest::StatusCode::REQUEST_TIMEOUT
-            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
-        {
-            Err(PortError::Rejected(message))
-        } else {
-            Err(PortError::Unavailable(message))
-        }
+        origin_answer(resp.status().as_u16(), path)
     }
 }
 
