@@ -155,6 +155,36 @@ cases![
     unknown_routes_and_methods_are_problems,
 ];
 
+/// Runs every case against `base_url` with tokens signed by `keyring` — a marketer token and a
+/// cart token that expired an hour ago — and returns one line per failed case.
+pub async fn check_host(
+    base_url: impl Into<String>,
+    keyring: &edgefront_shared::tokens::Keyring,
+) -> anyhow::Result<Vec<String>> {
+    use edgefront_shared::money::Currency;
+    use edgefront_shared::tokens::{CartClaims, Role};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut ctx = Ctx::new(
+        base_url,
+        keyring.sign_staff("conformance", Role::Marketer, now, 3600)?,
+    );
+    let stale = CartClaims {
+        id: "stale".into(),
+        lines: vec![],
+        code: None,
+        currency: Currency::EUR,
+        catalog_version: 1,
+    };
+    ctx.expired_cart_token = Some(keyring.sign_cart(&stale, now - 7200, 600)?);
+    Ok(run_all(&ctx)
+        .await
+        .iter()
+        .map(|(n, e)| format!("{n}: {e:#}"))
+        .collect())
+}
+
 /// Runs every case; returns the failures as (name, error).
 pub async fn run_all(ctx: &Ctx) -> Vec<(&'static str, anyhow::Error)> {
     let mut failures = Vec::new();
