@@ -43,6 +43,10 @@ impl Drop for Wrangler {
     }
 }
 
+/// One `wrangler dev` at a time: two started together from one project directory share its
+/// `.wrangler` scratch space, and the second did not come up within 90 s.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn wrangler() -> Option<PathBuf> {
     match std::env::var_os("WRANGLER") {
         Some(w) => Some(PathBuf::from(w)),
@@ -80,6 +84,7 @@ async fn start_workerd(
     state: &Path,
     keys_json: &str,
     products: usize,
+    origin_url: Option<&str>,
 ) -> (Wrangler, String) {
     let seed = state.join("kv-seed.json");
     let body = serde_json::to_string(&PublishedCatalog {
@@ -121,6 +126,8 @@ async fn start_workerd(
             .arg("--show-interactive-dev-session=false")
             .arg("--var")
             .arg(format!("EDGEFRONT_KEYS:{keys_json}"))
+            .arg("--var")
+            .arg(format!("ORIGIN_URL:{}", origin_url.unwrap_or_default()))
             // The test command built the bundle just before; don't let wrangler rebuild it.
             .env("EDGEFRONT_WORKER_PREBUILT", "1")
             .stdin(Stdio::null())
@@ -168,9 +175,10 @@ async fn workerd_passes_the_conformance_suite() {
         eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
         return;
     };
+    let _one = ONE_AT_A_TIME.lock().await;
     let state = tempfile::tempdir().unwrap();
     let (keys_json, keyring) = fresh_keys();
-    let (_workerd, base) = start_workerd(&wrangler, state.path(), &keys_json, 2_000).await;
+    let (_workerd, base) = start_workerd(&wrangler, state.path(), &keys_json, 2_000, None).await;
     let report = check_host(base, &keyring).await.unwrap();
     assert!(
         report.is_empty(),
@@ -179,4 +187,149 @@ async fn workerd_passes_the_conformance_suite() {
         report.join("\n"),
         std::fs::read_to_string(state.path().join("wrangler.log")).unwrap_or_default()
     );
+}
+
+/// GET `path` from `base` with `token`, as JSON.
+async fn get_json(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+) -> serde_json::Value {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_origin() {
+    use std::sync::Arc;
+
+    use edgefront_origin::clock::SystemClock;
+    use edgefront_origin::payment::TestProvider;
+    use edgefront_origin::{Application, Settings};
+    use edgefront_shared::tokens::Role;
+
+    let Some(wrangler) = wrangler() else {
+        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let (keys_json, keyring) = fresh_keys();
+    let origin = Application::build(
+        Settings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: format!("sqlite:{}", state.path().join("origin.db").display()),
+            job_interval: Duration::from_secs(3600),
+            ..Settings::default()
+        },
+        keyring.clone(),
+        Arc::new(TestProvider),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let origin_url = format!("http://{}", origin.local_addr().unwrap());
+    let origin = origin.spawn();
+    let (_workerd, base) =
+        start_workerd(&wrangler, state.path(), &keys_json, 200, Some(&origin_url)).await;
+    let client = reqwest::Client::new();
+
+    // One event per request: each request records into the one counters object.
+    const N: usize = 60;
+    for i in 0..N {
+        let resp = client
+            .post(format!("{base}/v1/events"))
+            .json(&serde_json::json!({
+                "event": "Product Viewed", "anonymousId": format!("do-visitor-{i}"),
+                "messageId": format!("do-event-{i}"), "properties": {"product_id": "p-000001"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let token = keyring
+        .sign_staff(
+            "workerd-test",
+            Role::Marketer,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            3600,
+        )
+        .unwrap();
+    let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
+    assert_eq!(
+        counters["product_views"]["estimate"], N as f64,
+        "{counters}"
+    );
+    assert_eq!(counters["events"]["estimate"], N as f64, "{counters}");
+
+    // Deliveries start after answers (at most every 2 s per isolate): keep the worker busy
+    // until the origin holds every event once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut events = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        client
+            .get(format!("{base}/v1/health"))
+            .send()
+            .await
+            .unwrap();
+        events = get_json(
+            &client,
+            &origin_url,
+            "/v1/analytics/events?window=1h",
+            &token,
+        )
+        .await;
+        if events["total"] == N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(events["total"], N, "{events}");
+    assert_eq!(events["by_event"]["Product Viewed"], N, "{events}");
+    let summary = get_json(
+        &client,
+        &origin_url,
+        "/v1/analytics/summary?window=1h",
+        &token,
+    )
+    .await;
+    // The sketch delta came too: 60 distinct visitors, merged as a HyperLogLog at the origin.
+    let mut visitors = summary["unique_visitors"]["estimate"]
+        .as_f64()
+        .unwrap_or(0.0);
+    while (visitors - N as f64).abs() > 2.0 && Instant::now() < deadline {
+        client
+            .get(format!("{base}/v1/health"))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let summary = get_json(
+            &client,
+            &origin_url,
+            "/v1/analytics/summary?window=1h",
+            &token,
+        )
+        .await;
+        visitors = summary["unique_visitors"]["estimate"]
+            .as_f64()
+            .unwrap_or(0.0);
+    }
+    assert!(
+        (visitors - N as f64).abs() <= 2.0,
+        "unique visitors at the origin: {visitors}, expected about {N}"
+    );
+    origin.shutdown().await;
 }
