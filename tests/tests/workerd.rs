@@ -95,8 +95,11 @@ async fn start_workerd(
     .unwrap();
     std::fs::write(
         &seed,
-        serde_json::to_vec(&serde_json::json!([{ "key": "catalog/snapshot", "value": body }]))
-            .unwrap(),
+        serde_json::to_vec(&serde_json::json!([
+            { "key": "catalog/snapshot", "value": body },
+            { "key": "catalog/version", "value": "v1-test" },
+        ]))
+        .unwrap(),
     )
     .unwrap();
     let persist = state.join("wrangler-state");

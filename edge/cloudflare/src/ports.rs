@@ -16,8 +16,11 @@ use worker::kv::KvStore;
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Stub};
 
 /// KV key of the published catalog (the origin's snapshot body), written by
-/// `edgefront publish-kv` and `wrangler kv bulk put`.
+/// `edgefront kv-seed` and `wrangler kv bulk put`.
 pub(crate) const CATALOG_KEY: &str = "catalog/snapshot";
+/// KV key of a short tag that changes whenever [`CATALOG_KEY`] does: isolates poll it, and
+/// read and parse the (multi-megabyte) catalog only when it changed.
+pub(crate) const CATALOG_VERSION_KEY: &str = "catalog/version";
 /// How long an isolate serves its copy of the catalog before reading KV again.
 const CATALOG_TTL_MS: f64 = 5_000.0;
 /// Least time between two deliveries to the origin started by one isolate.
@@ -29,8 +32,15 @@ pub(crate) type WorkerPorts = Ports<KvCatalog, WorkerKv, DoCounters, FetchOrigin
 thread_local! {
     // One isolate serves many requests on one thread: what is parsed once is kept here.
     static KEYS: RefCell<Option<Keyring>> = const { RefCell::new(None) };
-    static CATALOG: RefCell<Option<(f64, Arc<CatalogSnapshot>)>> = const { RefCell::new(None) };
+    static CATALOG: RefCell<Option<CachedCatalog>> = const { RefCell::new(None) };
     static LAST_FLUSH: RefCell<f64> = const { RefCell::new(0.0) };
+}
+
+/// An isolate's catalog: when it last checked KV, the version tag it holds, the snapshot.
+struct CachedCatalog {
+    checked_ms: f64,
+    version: Option<String>,
+    snapshot: Arc<CatalogSnapshot>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> PortError {
@@ -100,12 +110,32 @@ pub(crate) struct KvCatalog {
 impl CatalogSource for KvCatalog {
     async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError> {
         let now = now_ms();
-        if let Some(snapshot) = CATALOG.with(|c| {
+        let fresh = CATALOG.with(|c| {
             c.borrow()
                 .as_ref()
-                .filter(|(at, _)| now - at < CATALOG_TTL_MS)
-                .map(|(_, s)| s.clone())
-        }) {
+                .filter(|c| now - c.checked_ms < CATALOG_TTL_MS)
+                .map(|c| c.snapshot.clone())
+        });
+        if let Some(snapshot) = fresh {
+            return Ok(snapshot);
+        }
+        let version = self
+            .kv
+            .get(CATALOG_VERSION_KEY)
+            .text()
+            .await
+            .map_err(unavailable)?;
+        let unchanged = CATALOG.with(|c| {
+            let mut c = c.borrow_mut();
+            match c.as_mut() {
+                Some(held) if version.is_some() && held.version == version => {
+                    held.checked_ms = now;
+                    Some(held.snapshot.clone())
+                }
+                _ => None,
+            }
+        });
+        if let Some(snapshot) = unchanged {
             return Ok(snapshot);
         }
         let body = self
@@ -116,7 +146,13 @@ impl CatalogSource for KvCatalog {
             .map_err(unavailable)?
             .ok_or(PortError::NoCatalog)?;
         let snapshot = Arc::new(sync::decode_published(&body)?);
-        CATALOG.with(|c| *c.borrow_mut() = Some((now, snapshot.clone())));
+        CATALOG.with(|c| {
+            *c.borrow_mut() = Some(CachedCatalog {
+                checked_ms: now,
+                version,
+                snapshot: snapshot.clone(),
+            })
+        });
         Ok(snapshot)
     }
 }

@@ -255,6 +255,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// KV key the Cloudflare edge reads its catalog from (edge/cloudflare/src/ports.rs).
 const KV_CATALOG_KEY: &str = "catalog/snapshot";
+/// KV key of the catalog's version tag, which edge isolates poll.
+const KV_CATALOG_VERSION_KEY: &str = "catalog/version";
 
 async fn kv_seed(
     products: usize,
@@ -273,8 +275,19 @@ async fn kv_seed(
         })?,
     };
     // Refuse to write a catalog the edge would refuse to serve.
-    edgefront_functions::sync::decode_published(body.as_bytes())?;
-    let file = serde_json::json!([{ "key": KV_CATALOG_KEY, "value": body }]);
+    let snapshot = edgefront_functions::sync::decode_published(body.as_bytes())?;
+    // The version tag isolates poll; the body's length and a hash of it tell two
+    // publishes of one version number apart.
+    let tag = format!(
+        "v{}-{}-{:016x}",
+        snapshot.version(),
+        body.len(),
+        edgefront_shared::catalog::stable_hash(body.as_bytes())
+    );
+    let file = serde_json::json!([
+        { "key": KV_CATALOG_KEY, "value": body },
+        { "key": KV_CATALOG_VERSION_KEY, "value": tag },
+    ]);
     std::fs::write(out, serde_json::to_vec(&file)?)?;
     println!("{}", out.display());
     Ok(())
