@@ -186,7 +186,8 @@ async fn send_group<P: Platform>(
     let digest = h.finalize();
     let mut batch_id = String::from("c-");
     for b in &digest[..16] {
-        batch_id.push_str(&format!("{b:02x}"));
+        use std::fmt::Write as _;
+        let _ = write!(batch_id, "{b:02x}");
     }
     let body = serde_json::to_vec(&Coalesced {
         batch_id: &batch_id,

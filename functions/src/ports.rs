@@ -95,6 +95,29 @@ pub trait Environment {
     fn edge_node(&self) -> &str;
 }
 
+/// The origin's endpoints an edge calls; every host's origin client posts to these.
+pub mod origin_paths {
+    /// Event batches (`application/json`).
+    pub const INGEST_EVENTS: &str = "/v1/ingest/events";
+    /// Sketch deltas (`application/octet-stream`, header `X-Edge-Node`).
+    pub const INGEST_SKETCHES: &str = "/v1/ingest/sketches";
+    /// The published catalog, polled with `If-None-Match`.
+    pub const CATALOG_SNAPSHOT: &str = "/v1/catalog/snapshot";
+}
+
+/// How an origin client reads the status of a catalog poll: `Ok(false)` for 304 (the held
+/// catalog is current), `Ok(true)` for 2xx (a new body follows), anything else retryable.
+pub fn catalog_answer(status: u16) -> Result<bool, PortError> {
+    match status {
+        304 => Ok(false),
+        200..=299 => Ok(true),
+        _ => Err(PortError::Unavailable(format!(
+            "origin answered {status} on {}",
+            origin_paths::CATALOG_SNAPSHOT
+        ))),
+    }
+}
+
 /// How an origin client reads the status of an answer to a POST: 2xx is success; a 4xx other
 /// than 408 and 429 means the payload will never be accepted ([`PortError::Rejected`], so the
 /// outbox dead-letters it); anything else is worth retrying.
@@ -221,5 +244,38 @@ impl<C, K, N, O, E: Environment> Environment for Ports<C, K, N, O, E> {
     }
     fn edge_node(&self) -> &str {
         self.env.edge_node()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_client_error_other_than_timeout_and_throttling_is_final() {
+        assert_eq!(origin_answer(200, "/x"), Ok(()));
+        assert!(matches!(
+            origin_answer(422, "/x"),
+            Err(PortError::Rejected(_))
+        ));
+        for retryable in [408, 429, 500, 503] {
+            assert!(
+                matches!(
+                    origin_answer(retryable, "/x"),
+                    Err(PortError::Unavailable(_))
+                ),
+                "{retryable}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_catalog_poll_is_unchanged_on_304_new_on_2xx_and_retried_otherwise() {
+        assert_eq!(catalog_answer(304), Ok(false));
+        assert_eq!(catalog_answer(200), Ok(true));
+        assert!(matches!(
+            catalog_answer(404),
+            Err(PortError::Unavailable(_))
+        ));
     }
 }

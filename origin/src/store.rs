@@ -705,24 +705,39 @@ impl Store {
                 RETURNING i.sku) \
             SELECT (SELECT COUNT(*) FROM go), CASE WHEN (SELECT COUNT(*) FROM reserve) = \
                 (SELECT COUNT(*) FROM lines) THEN 0 ELSE edgefront_refuse('no stock row') END";
-        let lines: Vec<serde_json::Value> = order
+        /// A line as the statement's `json_to_recordset` reads it.
+        #[derive(Serialize)]
+        struct LineRow<'a> {
+            sku: &'a str,
+            product_id: &'a str,
+            title: &'a str,
+            quantity: u32,
+            unit_price_minor: i64,
+            line_total_minor: i64,
+        }
+        let lines = order
             .lines
             .iter()
             .map(|l| {
-                Ok(serde_json::json!({
-                    "sku": l.sku, "product_id": l.product_id, "title": l.title,
-                    "quantity": l.quantity, "unit_price_minor": minor(&l.unit_price)?,
-                    "line_total_minor": minor(&l.line_total)?,
-                }))
+                Ok(LineRow {
+                    sku: &l.sku,
+                    product_id: &l.product_id,
+                    title: &l.title,
+                    quantity: l.quantity,
+                    unit_price_minor: minor(&l.unit_price)?,
+                    line_total_minor: minor(&l.line_total)?,
+                })
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        let lines = serde_json::to_string(&lines)
+            .map_err(|e| StoreError::Corrupt(format!("order lines: {e}")))?;
         let (key, fingerprint) = idempotency.unzip();
         let result = sqlx::query(SQL)
             .bind(key)
             .bind(fingerprint)
             .bind(&order.id)
             .bind(now_ms)
-            .bind(serde_json::Value::Array(lines).to_string())
+            .bind(lines)
             .bind(&order.cart_id)
             .bind(&order.email)
             .bind(&order.shipping_address)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use edgefront_functions::ports::{
-    CatalogSource, Counters, Environment, KeyValue, Origin, PortError, Ports, origin_answer,
+    CatalogSource, Counters, Environment, KeyValue, Origin, PortError, Ports, catalog_answer,
+    origin_answer, origin_paths,
 };
 use edgefront_functions::{App, Config, sync};
 use edgefront_shared::catalog::CatalogSnapshot;
@@ -321,13 +322,18 @@ impl Origin for FetchOrigin {
     }
 
     async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        self.post("/v1/ingest/events", "application/json", None, batch_json)
-            .await
+        self.post(
+            origin_paths::INGEST_EVENTS,
+            "application/json",
+            None,
+            batch_json,
+        )
+        .await
     }
 
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
         self.post(
-            "/v1/ingest/sketches",
+            origin_paths::INGEST_SKETCHES,
             "application/octet-stream",
             Some(edge_node),
             encoded,
@@ -345,24 +351,19 @@ impl Origin for FetchOrigin {
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Get).with_headers(headers);
-        let req = Request::new_with_init(&self.url("/v1/catalog/snapshot")?, &init)
+        let req = Request::new_with_init(&self.url(origin_paths::CATALOG_SNAPSHOT)?, &init)
             .map_err(unavailable)?;
         let mut resp = Fetch::Request(req).send().await.map_err(unavailable)?;
-        match resp.status_code() {
-            304 => Ok(None),
-            200..=299 => {
-                let tag = resp
-                    .headers()
-                    .get("etag")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                Ok(Some((tag, resp.bytes().await.map_err(unavailable)?)))
-            }
-            status => Err(PortError::Unavailable(format!(
-                "origin answered {status} on /v1/catalog/snapshot"
-            ))),
+        if !catalog_answer(resp.status_code())? {
+            return Ok(None);
         }
+        let tag = resp
+            .headers()
+            .get("etag")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Ok(Some((tag, resp.bytes().await.map_err(unavailable)?)))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgefront_functions::ports::{Origin, PortError, origin_answer};
+use edgefront_functions::ports::{Origin, PortError, catalog_answer, origin_answer, origin_paths};
 
 /// Posts to the origin's ingest endpoints; unconfigured when no URL is given.
 #[derive(Debug, Clone)]
@@ -63,7 +63,9 @@ impl Origin for HttpOrigin {
             .base
             .as_deref()
             .ok_or_else(|| PortError::Unavailable("no origin configured".into()))?;
-        let mut req = self.client.get(format!("{base}/v1/catalog/snapshot"));
+        let mut req = self
+            .client
+            .get(format!("{base}{}", origin_paths::CATALOG_SNAPSHOT));
         if let Some(tag) = etag {
             req = req.header("if-none-match", tag);
         }
@@ -71,14 +73,8 @@ impl Origin for HttpOrigin {
             .send()
             .await
             .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED {
+        if !catalog_answer(resp.status().as_u16())? {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(PortError::Unavailable(format!(
-                "origin answered {status} on /v1/catalog/snapshot"
-            )));
         }
         let tag = resp
             .headers()
@@ -98,13 +94,18 @@ impl Origin for HttpOrigin {
     }
 
     async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        self.post("/v1/ingest/events", "application/json", None, batch_json)
-            .await
+        self.post(
+            origin_paths::INGEST_EVENTS,
+            "application/json",
+            None,
+            batch_json,
+        )
+        .await
     }
 
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
         self.post(
-            "/v1/ingest/sketches",
+            origin_paths::INGEST_SKETCHES,
             "application/octet-stream",
             Some(edge_node),
             encoded,

@@ -65,14 +65,8 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     let base = base.expect("dev printed an edge URL");
 
     let client = reqwest::Client::new();
-    let health: serde_json::Value = client
-        .get(format!("{base}/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value =
+        common::get_json(&client, format!("{base}/v1/health"), None).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["products"], 500);
 
@@ -95,14 +89,8 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
 
     // A cart built at the edge checks out and pays at the origin.
     let admin = staff_token("admin", data);
-    let listing: serde_json::Value = client
-        .get(format!("{base}/v1/products?limit=24"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing: serde_json::Value =
+        common::get_json(&client, format!("{base}/v1/products?limit=24"), None).await;
     let sku = listing["items"]
         .as_array()
         .unwrap()
@@ -163,15 +151,12 @@ async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
     assert_eq!(sent.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let counts: serde_json::Value = client
-            .get(format!("{origin}/v1/analytics/events?window=15m"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let counts: serde_json::Value = common::get_json(
+            &client,
+            format!("{origin}/v1/analytics/events?window=15m"),
+            Some(&token),
+        )
+        .await;
         if counts["by_event"]["Product Viewed"] == 1 {
             break;
         }

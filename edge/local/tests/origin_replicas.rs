@@ -116,14 +116,8 @@ async fn two_origin_processes_on_one_postgres_never_oversell() {
     let refused = statuses.iter().filter(|s| **s == 409).count();
     assert_eq!((created, refused), (10, 190), "{statuses:?}");
     for base in [&url_a, &url_b] {
-        let level: Value = client
-            .get(format!("{base}/v1/inventory/{sku}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let level: Value =
+            common::get_json(&client, format!("{base}/v1/inventory/{sku}"), None).await;
         assert_eq!(
             level,
             json!({"sku": sku, "on_hand": 10, "reserved": 10, "available": 0})

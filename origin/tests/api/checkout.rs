@@ -81,15 +81,7 @@ async fn paying_commits_the_reservation(db: Db) {
     assert_eq!(again["order"]["status"], "paid");
     assert_eq!(app.stock(&sku).await["on_hand"], 3);
     assert_problem(app.pay(&id, "decline").await, 409, "order_not_payable").await;
-    let read: Value = app
-        .client
-        .get(app.url(&format!("/v1/orders/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.get_json(&format!("/v1/orders/{id}"), None).await;
     assert_eq!(read["order"]["status"], "paid");
     app.invariants_hold().await;
     app.stop().await;
@@ -302,15 +294,8 @@ async fn order_events_are_counted_once_per_order_in_the_warehouse(db: Db) {
     // A retried payment call settles nothing twice.
     app.pay(&paid, "approve").await;
     let counts: Value = app
-        .client
-        .get(app.url("/v1/analytics/events?window=1h"))
-        .bearer_auth(app.staff(Role::Marketer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/analytics/events?window=1h", Some(Role::Marketer))
+        .await;
     assert_eq!(counts["origin_events"]["Checkout Started"], 2, "{counts}");
     assert_eq!(counts["origin_events"]["Order Completed"], 1, "{counts}");
     app.stop().await;

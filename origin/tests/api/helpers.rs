@@ -161,14 +161,16 @@ impl TestApp {
     }
 
     pub async fn stock(&self, sku: &str) -> Value {
-        self.client
-            .get(self.url(&format!("/v1/inventory/{sku}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/v1/inventory/{sku}"), None).await
+    }
+
+    /// GET `path` as JSON, with a staff token of `role` when given.
+    pub async fn get_json(&self, path: &str, role: Option<Role>) -> Value {
+        let mut req = self.client.get(self.url(path));
+        if let Some(role) = role {
+            req = req.bearer_auth(self.staff(role));
+        }
+        req.send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn checkout(&self, token: &str, key: Option<&str>) -> reqwest::Response {

@@ -40,15 +40,11 @@ async fn post_batch(app: &TestApp, batch_id: &str, events: &[Value]) -> reqwest:
 }
 
 async fn counts(app: &TestApp, window: &str) -> Value {
-    app.client
-        .get(app.url(&format!("/v1/analytics/events?window={window}")))
-        .bearer_auth(app.staff(Role::Marketer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json(
+        &format!("/v1/analytics/events?window={window}"),
+        Some(Role::Marketer),
+    )
+    .await
 }
 
 async fn replaying_an_ingest_batch_changes_no_count(db: Db) {
@@ -146,15 +142,8 @@ async fn sketch_deltas_merge_once_and_answer_uniques(db: Db) {
     assert_eq!(replay["duplicate_batch"], true);
     assert_eq!(send("b", node_b.encode()).await.unwrap().status(), 200);
     let summary: Value = app
-        .client
-        .get(app.url("/v1/analytics/summary?window=15m"))
-        .bearer_auth(app.staff(Role::Marketer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/analytics/summary?window=15m", Some(Role::Marketer))
+        .await;
     let uniques = summary["unique_visitors"]["estimate"].as_f64().unwrap();
     let bound = summary["unique_visitors"]["error_bound"].as_f64().unwrap();
     // 500 distinct visitors across two nodes and two minutes: merged, not summed (600).
@@ -172,15 +161,8 @@ async fn sketch_deltas_merge_once_and_answer_uniques(db: Db) {
     let report = edgefront_origin::jobs::run_once(app.state()).await.unwrap();
     assert!(report.compacted >= 2, "{report:?}");
     let week: Value = app
-        .client
-        .get(app.url("/v1/analytics/summary?window=7d"))
-        .bearer_auth(app.staff(Role::Marketer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/analytics/summary?window=7d", Some(Role::Marketer))
+        .await;
     let later = week["unique_visitors"]["estimate"].as_f64().unwrap();
     assert!((later - uniques).abs() < 1e-9, "{week}");
     app.stop().await;

@@ -128,15 +128,7 @@ async fn stock_cannot_be_set_below_what_unpaid_orders_hold(db: Db) {
 
 async fn health_and_unknown_routes_answer_in_json(db: Db) {
     let app = app_or_skip!(db);
-    let health: serde_json::Value = app
-        .client
-        .get(app.url("/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = app.get_json("/v1/health", None).await;
     let expected = match db {
         Db::Sqlite => "sqlite",
         Db::Postgres => "postgres",

@@ -11,3 +11,16 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// GET `url` as JSON, with a bearer token when given.
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let mut req = client.get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
