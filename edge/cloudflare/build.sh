@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the worker into edge/cloudflare/build (wrangler.toml's `main`), with the size profile
+# Builds the worker into edge/cloudflare/build (wrangler.toml's `main`), with the profile
 # `worker` of the workspace Cargo.toml. wrangler runs this as its [build] command; set
 # EDGEFRONT_WORKER_PREBUILT=1 to skip it when the bundle was just built (tests, dev).
 set -euo pipefail
 [ -n "${EDGEFRONT_WORKER_PREBUILT:-}" ] && [ -f "$(dirname "$0")/build/worker/shim.mjs" ] && exit 0
 . "$(dirname "$0")/tools.sh"
 cd "$(dirname "$0")"
-worker-build --profile worker
+# js/shim.js replaces worker-build's default entry module (it says why).
+CUSTOM_SHIM="$PWD/js/shim.js" worker-build --profile worker

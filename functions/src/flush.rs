@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::ports::{Platform, PortError};
+use crate::ports::{Counters, Origin, Platform, PortError};
 
 /// Key prefix of queued event batches; keys sort by enqueue time.
 pub const OUTBOX_PREFIX: &str = "outbox/events/";
@@ -77,17 +77,8 @@ pub async fn flush_with<P: Platform>(ports: &P, limits: FlushLimits) -> FlushRep
         Ok(()) => {}
         Err(e) => report.error = Some(e),
     }
-    match ports.take_pending().await {
-        Ok(None) => {}
-        Ok(Some(delta)) => match ports.send_sketches(ports.edge_node(), delta.clone()).await {
-            Ok(()) => report.sketches_sent = true,
-            Err(e) => {
-                if let Err(restore) = ports.restore_pending(&delta).await {
-                    report.error.get_or_insert(restore);
-                }
-                report.error.get_or_insert(e);
-            }
-        },
+    match deliver_sketches(ports, ports, ports.edge_node()).await {
+        Ok(sent) => report.sketches_sent = sent,
         Err(e) => {
             report.error.get_or_insert(e);
         }
@@ -98,6 +89,28 @@ pub async fn flush_with<P: Platform>(ports: &P, limits: FlushLimits) -> FlushRep
         .map(|k| k.len())
         .unwrap_or(0);
     report
+}
+
+/// Sends the counters' pending sketch delta to the origin; on failure the delta goes back into
+/// the pending counts, so nothing is lost. `Ok(true)` when a delta was delivered, `Ok(false)`
+/// when there was none. A host whose counters deliver on their own schedule (the Cloudflare
+/// counters object, on its alarm) calls this alone.
+pub async fn deliver_sketches<C: Counters + ?Sized, O: Origin + ?Sized>(
+    counters: &C,
+    origin: &O,
+    edge_node: &str,
+) -> Result<bool, PortError> {
+    let Some(delta) = counters.take_pending().await? else {
+        return Ok(false);
+    };
+    match origin.send_sketches(edge_node, delta.clone()).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            // The restore error is the worse one: it means the delta is lost.
+            counters.restore_pending(&delta).await?;
+            Err(e)
+        }
+    }
 }
 
 /// An outbox batch as the events route queued it.

@@ -147,6 +147,55 @@ impl MemoryCounters {
             }),
         }
     }
+
+    /// The whole state — live buckets and the delta not yet delivered — encoded, for a host
+    /// that checkpoints it to durable storage (the Cloudflare counters object).
+    pub fn export_state(&self) -> Vec<u8> {
+        let s = lock(&self.state);
+        let live = s.live.encode();
+        let pending = s.pending.encode();
+        // Two length-prefixed parts; each is the sketches' own versioned encoding.
+        let mut out = Vec::with_capacity(8 + live.len() + pending.len());
+        for part in [&live, &pending] {
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Merges a state written by [`MemoryCounters::export_state`] into these counters (a
+    /// checkpoint loaded after a restart). A truncated or foreign state is refused whole.
+    pub fn import_state(&self, state: &[u8]) -> Result<(), PortError> {
+        let corrupt = |why: &str| PortError::Corrupt(format!("counters state: {why}"));
+        let mut parts = Vec::with_capacity(2);
+        let mut rest = state;
+        for _ in 0..2 {
+            let (len, tail) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| corrupt("truncated length"))?;
+            let len = usize::try_from(u64::from_le_bytes(*len))
+                .ok()
+                .filter(|&n| n <= tail.len())
+                .ok_or_else(|| corrupt("truncated part"))?;
+            let (part, tail) = tail.split_at(len);
+            parts.push(Windows::decode(part).map_err(|e| corrupt(&e.to_string()))?);
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        let pending = parts.pop().unwrap_or_else(|| Windows::new(1));
+        let live = parts.pop().unwrap_or_else(|| Windows::new(1));
+        let mut s = lock(&self.state);
+        s.live
+            .merge(&live)
+            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        s.pending
+            .merge(&pending)
+            .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        s.trending = None;
+        Ok(())
+    }
 }
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -233,5 +282,58 @@ impl Origin for NoOrigin {
         _etag: Option<&str>,
     ) -> Result<Option<(String, Vec<u8>)>, PortError> {
         Err(PortError::Unavailable("no origin configured".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(n: u64, visitor: &str) -> CounterSet {
+        let mut set = CounterSet::new();
+        set.add_count("product_views", n);
+        set.add_unique("visitors", visitor);
+        set
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_restores_live_counts_and_the_undelivered_delta() {
+        let before = MemoryCounters::new(60);
+        before.record(100, views(3, "a")).await.unwrap();
+        before.record(101, views(4, "b")).await.unwrap();
+        // Minute 100 was delivered already: only minute 101 stays pending.
+        let delivered = before.take_pending().await.unwrap().unwrap();
+        before.record(101, views(5, "c")).await.unwrap();
+        assert!(!delivered.is_empty());
+
+        let after = MemoryCounters::new(60);
+        after.import_state(&before.export_state()).unwrap();
+        let live = after.window(100, 101).await.unwrap();
+        assert_eq!(live.count("product_views"), 12);
+        let pending = Windows::decode(&after.take_pending().await.unwrap().unwrap()).unwrap();
+        assert_eq!(pending.merged(0, 200).unwrap().count("product_views"), 5);
+        assert!(pending.bucket(100).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_truncated_or_padded_checkpoint_is_refused_and_changes_nothing() {
+        let source = MemoryCounters::new(60);
+        source.record(7, views(2, "a")).await.unwrap();
+        let state = source.export_state();
+        let target = MemoryCounters::new(60);
+        for bad in [
+            &state[..state.len() - 1],
+            &state[..5],
+            &[state.as_slice(), &[0]].concat()[..],
+            &[][..],
+        ] {
+            assert!(
+                matches!(target.import_state(bad), Err(PortError::Corrupt(_))),
+                "{} bytes accepted",
+                bad.len()
+            );
+        }
+        assert!(target.window(0, 100).await.unwrap().is_empty());
+        assert_eq!(target.take_pending().await.unwrap(), None);
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Rust worker beside a small JavaScript worker (bench/cloudflare-js) serving the same
 # 10,000-product catalog in the same local workerd, one run, same load tool:
-#   tests/load/worker-vs-js.sh [seconds]
+#   tests/load/worker-vs-js.sh [seconds per run]   (ROUNDS=3: runs per route and worker)
 # wrk -t1 -c32 goes straight to each worker's own workerd socket: wrangler's dev proxy caps
 # every worker near 1.5k req/s (TOOLCHAIN.md), which would hide the difference.
 set -euo pipefail
@@ -70,21 +70,39 @@ import json, sys; p = json.load(sys.stdin)["items"][0]; c = p["category"]
 print("/".join(c) if isinstance(c, list) else c)')
 slug=$(curl -fs "http://127.0.0.1:$rust_port/v1/products?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["slug"])')
 
-run() { # $1 = url → "rps p50"
+run() { # $1 = url → "rps p50 non2xx"
   local out
   out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$1")
   echo "$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out") $(awk '$1=="50%"{print $2}' <<<"$out") $(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")"
 }
 list="/v1/products?category=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$category")&limit=24"
 get="/v1/products/$slug"
-read -r rl rlp rln <<<"$(run "http://127.0.0.1:$rust_port$list")"
-read -r jl jlp jln <<<"$(run "http://127.0.0.1:$js_port$list")"
-read -r rg rgp rgn <<<"$(run "http://127.0.0.1:$rust_port$get")"
-read -r jg jgp jgn <<<"$(run "http://127.0.0.1:$js_port$get")"
+# The machine is noisy: the two workers take turns, ROUNDS times per route, and each round's
+# ratio is taken within that round; the table shows medians.
+ROUNDS="${ROUNDS:-3}"
+results="$work/results"
+for route in list get; do
+  path=${!route}
+  for r in $(seq 1 "$ROUNDS"); do
+    read -r rr rp rn <<<"$(run "http://127.0.0.1:$rust_port$path")"
+    read -r jr jp jn <<<"$(run "http://127.0.0.1:$js_port$path")"
+    echo "$route $r rust $rr ($rp) js $jr ($jp) ratio $(python3 -c "print(f'{$rr/$jr:.2f}')")${rn:+ rust non-2xx $rn}${jn:+ js non-2xx $jn}"
+    echo "$route $rr $rp $jr $jp" >>"$results"
+  done
+done
 echo
-echo "sockets: rust $rust_port (proxy 18901), js $js_port (proxy 18902); category $category"
-echo "| route | JS worker req/s (p50) | Rust worker req/s (p50) | Rust / JS |"
-echo "|---|---|---|---|"
-echo "| list 24 in \`$category\` | $jl ($jlp) | $rl ($rlp) | **$(python3 -c "print(f'{$rl/$jl:.2f}')")** |"
-echo "| get by slug | $jg ($jgp) | $rg ($rgp) | **$(python3 -c "print(f'{$rg/$jg:.2f}')")** |"
-[ -z "$rln$jln$rgn$jgn" ] || echo "non-2xx: rust list $rln, js list $jln, rust get $rgn, js get $jgn"
+echo "sockets: rust $rust_port (proxy 18901), js $js_port (proxy 18902); category $category; $ROUNDS rounds of ${SECS}s"
+python3 - "$results" "$category" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("| route | JS worker req/s (p50 latency) | Rust worker req/s (p50 latency) | Rust / JS (median of rounds; range) |")
+print("|---|---|---|---|")
+for route, label in (("list", f"list 24 in `{sys.argv[2]}`"), ("get", "get by slug")):
+    rs = [r for r in rows if r[0] == route]
+    ratios = [float(r[1]) / float(r[3]) for r in rs]
+    med = lambda i: statistics.median(float(r[i]) for r in rs)
+    ms = lambda t: float(t.rstrip("mus")) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[t.lstrip("0123456789.")]
+    lat = lambda i: f"{statistics.median(ms(r[i]) for r in rs):.2f} ms"
+    print(f"| {label} | {med(3):,.0f} ({lat(4)}) | {med(1):,.0f} ({lat(2)}) | "
+          f"**{statistics.median(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |")
+PY

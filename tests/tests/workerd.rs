@@ -60,7 +60,9 @@ fn wrangler() -> Option<PathBuf> {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",
@@ -77,40 +79,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `wrangler dev` on a free port with the demo catalog in KV and `keys`; returns it
-/// and its base URL once it answers.
+/// Starts `wrangler dev` on a free port with `keys` and, given a number of products, that demo
+/// catalog loaded into KV; returns it and its base URL once it answers (once it is healthy,
+/// when there is a catalog).
 async fn start_workerd(
     wrangler: &Path,
     state: &Path,
     keys_json: &str,
-    products: usize,
+    products: Option<usize>,
     origin_url: Option<&str>,
+    port: u16,
 ) -> (Wrangler, String) {
-    let seed = state.join("kv-seed.json");
-    let body = serde_json::to_string(&PublishedCatalog {
-        version: 1,
-        products: demo_catalog(products, 42),
-        promotions: demo_promotions(),
-    })
-    .unwrap();
-    std::fs::write(
-        &seed,
-        serde_json::to_vec(&serde_json::json!([
-            { "key": "catalog/snapshot", "value": body },
-            { "key": "catalog/version", "value": "v1-test" },
-        ]))
-        .unwrap(),
-    )
-    .unwrap();
     let persist = state.join("wrangler-state");
-    run(Command::new(wrangler)
-        .current_dir(repo_root())
-        .args(["kv", "bulk", "put", "--local", "--binding", "EDGEFRONT_KV"])
-        .arg(&seed)
-        .arg("--persist-to")
-        .arg(&persist)
-        .stdin(Stdio::null()));
-    let port = free_port();
+    if let Some(products) = products {
+        seed_kv(wrangler, state, &persist, products);
+    }
     let log = std::fs::File::create(state.join("wrangler.log")).unwrap();
     let child = {
         use std::os::unix::process::CommandExt as _;
@@ -146,7 +129,7 @@ async fn start_workerd(
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(resp) = client.get(format!("{base}/v1/health")).send().await
-            && resp.status().is_success()
+            && (resp.status().is_success() || products.is_none())
         {
             return (guard, base);
         }
@@ -157,6 +140,33 @@ async fn start_workerd(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Loads a demo catalog of `products` into the local KV under `persist`.
+fn seed_kv(wrangler: &Path, state: &Path, persist: &Path, products: usize) {
+    let seed = state.join("kv-seed.json");
+    let body = serde_json::to_string(&PublishedCatalog {
+        version: 1,
+        products: demo_catalog(products, 42),
+        promotions: demo_promotions(),
+    })
+    .unwrap();
+    std::fs::write(
+        &seed,
+        serde_json::to_vec(&serde_json::json!([
+            { "key": "catalog/snapshot", "value": body },
+            { "key": "catalog/version", "value": "v1-test" },
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    run(Command::new(wrangler)
+        .current_dir(repo_root())
+        .args(["kv", "bulk", "put", "--local", "--binding", "EDGEFRONT_KV"])
+        .arg(&seed)
+        .arg("--persist-to")
+        .arg(persist)
+        .stdin(Stdio::null()));
 }
 
 fn fresh_keys() -> (String, Keyring) {
@@ -181,7 +191,15 @@ async fn workerd_passes_the_conformance_suite() {
     let _one = ONE_AT_A_TIME.lock().await;
     let state = tempfile::tempdir().unwrap();
     let (keys_json, keyring) = fresh_keys();
-    let (_workerd, base) = start_workerd(&wrangler, state.path(), &keys_json, 2_000, None).await;
+    let (_workerd, base) = start_workerd(
+        &wrangler,
+        state.path(),
+        &keys_json,
+        Some(2_000),
+        None,
+        free_port(),
+    )
+    .await;
     let report = check_host(base, &keyring).await.unwrap();
     assert!(
         report.is_empty(),
@@ -241,8 +259,15 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
     .unwrap();
     let origin_url = format!("http://{}", origin.local_addr().unwrap());
     let origin = origin.spawn();
-    let (_workerd, base) =
-        start_workerd(&wrangler, state.path(), &keys_json, 200, Some(&origin_url)).await;
+    let (_workerd, base) = start_workerd(
+        &wrangler,
+        state.path(),
+        &keys_json,
+        Some(200),
+        Some(&origin_url),
+        free_port(),
+    )
+    .await;
     let client = reqwest::Client::new();
 
     // One event per request: each request records into the one counters object.
@@ -335,4 +360,148 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
         "unique visitors at the origin: {visitors}, expected about {N}"
     );
     origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_object_keeps_its_counts_across_a_restart_of_workerd() {
+    use edgefront_shared::tokens::Role;
+
+    let Some(wrangler) = wrangler() else {
+        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let (keys_json, keyring) = fresh_keys();
+    let client = reqwest::Client::new();
+    let token = keyring
+        .sign_staff(
+            "workerd-test",
+            Role::Marketer,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            3600,
+        )
+        .unwrap();
+
+    const N: usize = 25;
+    {
+        let (_workerd, base) = start_workerd(
+            &wrangler,
+            state.path(),
+            &keys_json,
+            Some(50),
+            None,
+            free_port(),
+        )
+        .await;
+        for i in 0..N {
+            let resp = client
+                .post(format!("{base}/v1/events"))
+                .json(&serde_json::json!({
+                    "event": "Product Viewed", "anonymousId": format!("restart-visitor-{i}"),
+                    "messageId": format!("restart-event-{i}"), "properties": {"product_id": "p-000001"}
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
+        assert_eq!(counters["events"]["estimate"], N as f64, "{counters}");
+        // The checkpoint alarm fires within 2 s of the first record.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // `_workerd` is stopped here, taking the object's memory with it.
+    }
+    let (_workerd, base) = start_workerd(
+        &wrangler,
+        state.path(),
+        &keys_json,
+        Some(50),
+        None,
+        free_port(),
+    )
+    .await;
+    let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
+    assert_eq!(
+        counters["events"]["estimate"], N as f64,
+        "after the restart: {counters}"
+    );
+    let visitors = counters["unique_visitors"]["estimate"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        (visitors - N as f64).abs() <= 1.0,
+        "unique visitors after the restart: {counters}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolate_answers_catalog_reads_from_the_cache_api_before_loading_the_catalog() {
+    let Some(wrangler) = wrangler() else {
+        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let (keys_json, _) = fresh_keys();
+    let client = reqwest::Client::new();
+    let product = "/v1/products?category=outdoor&limit=3";
+    // The same address both times: the cache is keyed by the whole URL.
+    let port = free_port();
+    let first = {
+        let (_workerd, base) =
+            start_workerd(&wrangler, state.path(), &keys_json, Some(50), None, port).await;
+        let resp = client.get(format!("{base}{product}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let first = resp.text().await.unwrap();
+        // A personal request is neither answered from nor stored in the shared cache.
+        let personal = client
+            .get(format!("{base}/v1/products?category=outdoor&limit=4"))
+            .header("authorization", "Bearer not-a-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(personal.status(), 200);
+        // The copy is stored after the answer.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        first
+        // workerd stops here.
+    };
+    // The catalog leaves KV: a new isolate can no longer load it.
+    for key in ["catalog/snapshot", "catalog/version"] {
+        run(Command::new(&wrangler)
+            .current_dir(repo_root())
+            .args([
+                "kv",
+                "key",
+                "delete",
+                "--local",
+                "--binding",
+                "EDGEFRONT_KV",
+                key,
+            ])
+            .arg("--persist-to")
+            .arg(state.path().join("wrangler-state"))
+            .stdin(Stdio::null()));
+    }
+    let (_workerd, base) =
+        start_workerd(&wrangler, state.path(), &keys_json, None, None, port).await;
+    let cached = client.get(format!("{base}{product}")).send().await.unwrap();
+    assert_eq!(cached.status(), 200);
+    assert_eq!(cached.text().await.unwrap(), first);
+    // What was never stored needs the catalog, which is gone.
+    for uncached in [
+        "/v1/products?category=outdoor&limit=5",
+        "/v1/products?category=outdoor&limit=4",
+    ] {
+        let resp = client
+            .get(format!("{base}{uncached}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503, "{uncached}");
+    }
 }

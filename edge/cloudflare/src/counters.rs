@@ -1,20 +1,56 @@
 //! The Durable Object that owns the sketch counters: every isolate of the worker records into
 //! and reads from this one object, so counts are consistent across isolates (an isolate-local
-//! `MemoryCounters` would count each isolate's traffic apart). The object keeps them in
-//! memory and answers a small binary protocol; the logic is `MemoryCounters`'.
+//! `MemoryCounters` would count each isolate's traffic apart). The logic is `MemoryCounters`'
+//! and `flush::deliver_sketches`'; this object adds the platform's two duties:
+//!
+//! - **Durability.** Counts live in memory and are checkpointed to the object's storage on an
+//!   alarm at most [`ALARM_EVERY_MS`] after the first unsaved record, and loaded back before
+//!   the object answers anything after a restart or eviction. A crash loses at most that
+//!   window; a per-request write would cost a storage write of every touched bucket.
+//! - **Delivery.** The same alarm runs the functions' flush (when `ORIGIN_URL` is set): the
+//!   event batches isolates queued in KV and this object's pending sketch delta go to the
+//!   origin, from this one place, so no two isolates ever send the same batch at once. After a
+//!   delivery it checkpoints again, so a restart does not resend the delta. A failed delivery
+//!   keeps everything and retries after [`RETRY_MS`]. Every event recorded arms the alarm, and
+//!   it keeps sweeping the outbox for [`SWEEP_FOR_MS`] after the last one, since a batch
+//!   written to KV in another location can take a while to show in a KV listing.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use edgefront_functions::flush;
 use edgefront_functions::memory::MemoryCounters;
-use edgefront_functions::ports::Counters;
-use edgefront_shared::sketch::CounterSet;
-use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
+use edgefront_functions::ports::{Counters, Origin as _, PortError};
+use edgefront_shared::sketch::{CounterSet, Trending};
+use worker::{DurableObject, Env, Request, Response, Result, State, Storage, durable_object};
+
+use crate::ports;
 
 /// Minutes of per-minute counters kept (the longest window served).
 const RETENTION_MINUTES: i64 = 60;
+/// Storage key of the checkpoint (`MemoryCounters::export_state`).
+const STATE_KEY: &str = "counters";
+/// Longest time a record stays only in memory, and between two deliveries to the origin.
+pub(crate) const ALARM_EVERY_MS: i64 = 2_000;
+/// Wait before retrying a failed delivery.
+const RETRY_MS: i64 = 10_000;
+/// How long after the last record the alarm keeps looking for queued batches, and how often.
+const SWEEP_FOR_MS: i64 = 120_000;
+const SWEEP_EVERY_MS: i64 = 15_000;
 
 /// The counters object (`COUNTERS` binding, class `CountersObject`).
 #[durable_object]
 pub struct CountersObject {
-    counters: MemoryCounters,
+    state: State,
+    env: Env,
+    counters: Rc<MemoryCounters>,
+    /// Records since the last checkpoint.
+    dirty: Cell<bool>,
+    /// When the last record arrived (ms since the epoch).
+    last_record_ms: Cell<i64>,
+    /// Whether an alarm is known to be set (an alarm survives restarts; this flag does not,
+    /// so the first record after one sets it again, which is harmless).
+    alarm_set: Cell<bool>,
 }
 
 impl std::fmt::Debug for CountersObject {
@@ -35,10 +71,67 @@ fn port(e: edgefront_functions::ports::PortError) -> worker::Error {
     worker::Error::RustError(e.to_string())
 }
 
+fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+/// Loads the checkpoint into `counters`; a corrupt one is logged and set aside, not fatal.
+async fn load(storage: Storage, counters: Rc<MemoryCounters>) -> Result<()> {
+    let raw = js_sys::Uint8Array::new(&stored_state(&storage).await?);
+    if raw.length() == 0 {
+        return Ok(());
+    }
+    if let Err(e) = counters.import_state(&raw.to_vec()) {
+        worker::console_error!("counters checkpoint unreadable, starting empty: {e}");
+    }
+    Ok(())
+}
+
+/// The checkpoint's bytes (empty when there is none).
+async fn stored_state(storage: &Storage) -> Result<wasm_bindgen::JsValue> {
+    let promise = storage.as_raw().get(STATE_KEY)?;
+    let value = worker::wasm_bindgen_futures::JsFuture::from(promise).await?;
+    Ok(if value.is_undefined() {
+        js_sys::Uint8Array::new_with_length(0).into()
+    } else {
+        value
+    })
+}
+
+impl CountersObject {
+    async fn checkpoint(&self) -> Result<()> {
+        self.dirty.set(false);
+        let state = self.counters.export_state();
+        let bytes = js_sys::Uint8Array::from(state.as_slice());
+        if let Err(e) = self.state.storage().put_raw(STATE_KEY, bytes).await {
+            self.dirty.set(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn arm(&self, in_ms: i64) -> Result<()> {
+        // A `Duration` is an offset from now (an `i64` would be too, which reads ambiguously).
+        let after = std::time::Duration::from_millis(u64::try_from(in_ms).unwrap_or(0));
+        self.state.storage().set_alarm(after).await?;
+        self.alarm_set.set(true);
+        Ok(())
+    }
+}
+
 impl DurableObject for CountersObject {
-    fn new(_state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        let counters = Rc::new(MemoryCounters::new(RETENTION_MINUTES));
+        // No request reaches the object before its checkpoint is loaded.
+        let loading = state.block_concurrency_while(load(state.storage(), counters.clone()));
+        drop(loading);
         CountersObject {
-            counters: MemoryCounters::new(RETENTION_MINUTES),
+            state,
+            env,
+            counters,
+            dirty: Cell::new(false),
+            last_record_ms: Cell::new(0),
+            alarm_set: Cell::new(false),
         }
     }
 
@@ -50,6 +143,11 @@ impl DurableObject for CountersObject {
                 let delta = CounterSet::decode(&req.bytes().await?)
                     .map_err(|e| worker::Error::RustError(e.to_string()))?;
                 self.counters.record(minute, delta).await.map_err(port)?;
+                self.dirty.set(true);
+                self.last_record_ms.set(now_ms());
+                if !self.alarm_set.get() {
+                    self.arm(ALARM_EVERY_MS).await?;
+                }
                 Ok(Response::empty()?.with_status(204))
             }
             "/window" => {
@@ -70,16 +168,65 @@ impl DurableObject for CountersObject {
                     .map_err(|e| worker::Error::RustError(e.to_string()))?;
                 Response::from_bytes(bytes)
             }
-            "/take-pending" => match self.counters.take_pending().await.map_err(port)? {
-                Some(bytes) => Response::from_bytes(bytes),
-                None => Ok(Response::empty()?.with_status(204)),
-            },
-            "/restore-pending" => {
-                let bytes = req.bytes().await?;
-                self.counters.restore_pending(&bytes).await.map_err(port)?;
-                Ok(Response::empty()?.with_status(204))
-            }
             _ => Response::error("no such counters route", 404),
         }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm_set.set(false);
+        if self.dirty.get() {
+            self.checkpoint().await?;
+        }
+        let ports = ports::flush_ports(&self.env, Shared(self.counters.clone()))?;
+        if !ports.origin.configured() {
+            // A standalone edge: the delta waits (bounded to a day) until an origin is set.
+            return Response::empty();
+        }
+        let report = flush::flush(&ports).await;
+        if report.sketches_sent {
+            // Delivered: the checkpoint must not hold the delta any more.
+            self.checkpoint().await?;
+        }
+        let next = if let Some(e) = report.error {
+            worker::console_warn!("delivery to the origin failed: {e}");
+            Some(RETRY_MS)
+        } else if self.dirty.get() || report.batches_left > 0 {
+            // Records arrived while this alarm ran, or batches are still queued.
+            Some(ALARM_EVERY_MS)
+        } else if now_ms() - self.last_record_ms.get() < SWEEP_FOR_MS {
+            Some(SWEEP_EVERY_MS)
+        } else {
+            None
+        };
+        if let Some(in_ms) = next {
+            self.arm(in_ms).await?;
+        }
+        Response::empty()
+    }
+}
+
+/// The object's counters as the functions' counters port, for the flush.
+pub(crate) struct Shared(Rc<MemoryCounters>);
+
+#[async_trait::async_trait(?Send)]
+impl Counters for Shared {
+    async fn record(&self, minute: i64, delta: CounterSet) -> std::result::Result<(), PortError> {
+        self.0.record(minute, delta).await
+    }
+
+    async fn window(&self, from: i64, to: i64) -> std::result::Result<CounterSet, PortError> {
+        self.0.window(from, to).await
+    }
+
+    async fn trending(&self, now_minute: i64) -> std::result::Result<Trending, PortError> {
+        self.0.trending(now_minute).await
+    }
+
+    async fn take_pending(&self) -> std::result::Result<Option<Vec<u8>>, PortError> {
+        self.0.take_pending().await
+    }
+
+    async fn restore_pending(&self, encoded: &[u8]) -> std::result::Result<(), PortError> {
+        self.0.restore_pending(encoded).await
     }
 }

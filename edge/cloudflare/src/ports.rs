@@ -1,7 +1,7 @@
 //! The functions' ports on Cloudflare bindings. Errors from the runtime become
 //! `PortError::Unavailable`; nothing here decides anything a host does not have to.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,6 +16,11 @@ use edgefront_shared::tokens::Keyring;
 use worker::kv::KvStore;
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Stub};
 
+/// The KV namespace binding (catalog snapshot and event outbox).
+const KV_BINDING: &str = "EDGEFRONT_KV";
+/// The counters Durable Object binding, and the name of its one object.
+const COUNTERS_BINDING: &str = "COUNTERS";
+const COUNTERS_OBJECT: &str = "counters";
 /// KV key of the published catalog (the origin's snapshot body), written by
 /// `edgefront kv-seed` and `wrangler kv bulk put`.
 pub(crate) const CATALOG_KEY: &str = "catalog/snapshot";
@@ -24,17 +29,14 @@ pub(crate) const CATALOG_KEY: &str = "catalog/snapshot";
 pub(crate) const CATALOG_VERSION_KEY: &str = "catalog/version";
 /// How long an isolate serves its copy of the catalog before reading KV again.
 const CATALOG_TTL_MS: f64 = 5_000.0;
-/// Least time between two deliveries to the origin started by one isolate.
-const FLUSH_EVERY_MS: f64 = 2_000.0;
 
 /// The ports of the Cloudflare host.
 pub(crate) type WorkerPorts = Ports<KvCatalog, WorkerKv, DoCounters, FetchOrigin, WorkerEnv>;
 
 thread_local! {
     // One isolate serves many requests on one thread: what is parsed once is kept here.
-    static KEYS: RefCell<Option<Keyring>> = const { RefCell::new(None) };
+    static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
     static CATALOG: RefCell<Option<CachedCatalog>> = const { RefCell::new(None) };
-    static LAST_FLUSH: RefCell<f64> = const { RefCell::new(0.0) };
 }
 
 /// An isolate's catalog: when it last checked KV, the version tag it holds, the snapshot.
@@ -52,59 +54,100 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-/// The app over this request's bindings.
-pub(crate) async fn app(env: &Env) -> worker::Result<App<WorkerPorts>> {
-    let keys = match KEYS.with(|k| k.borrow().clone()) {
-        Some(keys) => keys,
-        None => {
-            let text = env.secret("EDGEFRONT_KEYS")?.to_string();
-            let keys = Keyring::from_key_file(text.as_bytes())
-                .map_err(|e| worker::Error::RustError(format!("EDGEFRONT_KEYS: {e}")))?;
-            KEYS.with(|k| *k.borrow_mut() = Some(keys.clone()));
-            keys
-        }
+/// What an isolate reads once from its environment: the signing keys and the variables.
+/// They only change with a new deployment, which starts new isolates.
+#[derive(Clone)]
+struct Settings {
+    keys: Keyring,
+    origin: Option<String>,
+    node: String,
+}
+
+fn settings(env: &Env) -> worker::Result<Settings> {
+    if let Some(settings) = SETTINGS.with(|s| s.borrow().clone()) {
+        return Ok(settings);
+    }
+    let text = env.secret("EDGEFRONT_KEYS")?.to_string();
+    let keys = Keyring::from_key_file(text.as_bytes())
+        .map_err(|e| worker::Error::RustError(format!("EDGEFRONT_KEYS: {e}")))?;
+    let settings = Settings {
+        keys,
+        origin: origin_from_env(env).base,
+        node: node_from_env(env),
     };
-    let kv = env.kv("EDGEFRONT_KV")?;
-    let origin = env
-        .var("ORIGIN_URL")
-        .ok()
-        .map(|v| v.to_string().trim_end_matches('/').to_owned())
-        .filter(|v| !v.is_empty());
-    let node = env
-        .var("EDGE_NODE")
+    SETTINGS.with(|s| *s.borrow_mut() = Some(settings.clone()));
+    Ok(settings)
+}
+
+/// The origin named by `ORIGIN_URL` (none when it is unset or empty).
+pub(crate) fn origin_from_env(env: &Env) -> FetchOrigin {
+    FetchOrigin {
+        base: env
+            .var("ORIGIN_URL")
+            .ok()
+            .map(|v| v.to_string().trim_end_matches('/').to_owned())
+            .filter(|v| !v.is_empty()),
+    }
+}
+
+/// This node's name for the origin (`EDGE_NODE`, default `cloudflare`).
+pub(crate) fn node_from_env(env: &Env) -> String {
+    env.var("EDGE_NODE")
         .map(|v| v.to_string())
-        .unwrap_or_else(|_| "cloudflare".to_owned());
-    let counters = env
-        .durable_object("COUNTERS")?
-        .id_from_name("counters")?
-        .get_stub()?;
+        .unwrap_or_else(|_| "cloudflare".to_owned())
+}
+
+/// The app over this request's bindings. Bindings are looked up when a port first needs
+/// them: a catalog read served from the isolate's copy touches neither KV nor the object.
+pub(crate) fn app(env: &Env) -> worker::Result<App<WorkerPorts>> {
+    let Settings { keys, origin, node } = settings(env)?;
     let ports = Ports {
-        catalog: KvCatalog { kv: kv.clone() },
-        kv: WorkerKv { kv },
-        counters: DoCounters { stub: counters },
+        catalog: KvCatalog { env: env.clone() },
+        kv: WorkerKv { env: env.clone() },
+        counters: DoCounters {
+            env: env.clone(),
+            stub: OnceCell::new(),
+        },
         origin: FetchOrigin { base: origin },
         env: WorkerEnv { node },
     };
     Ok(App::new(ports, keys, Config::default()))
 }
 
-/// Whether this isolate should start a delivery now (at most one every 2 s).
-pub(crate) fn flush_due() -> bool {
-    LAST_FLUSH.with(|last| {
-        let now = now_ms();
-        let mut last = last.borrow_mut();
-        if now - *last >= FLUSH_EVERY_MS {
-            *last = now;
-            true
-        } else {
-            false
-        }
+/// The ports the counters object flushes through: KV's event outbox, its own `counters`, the
+/// origin. It serves no catalog; `catalog` is there because the flush takes a whole platform.
+pub(crate) fn flush_ports(
+    env: &Env,
+    counters: crate::counters::Shared,
+) -> worker::Result<Ports<KvCatalog, WorkerKv, crate::counters::Shared, FetchOrigin, WorkerEnv>> {
+    Ok(Ports {
+        catalog: KvCatalog { env: env.clone() },
+        kv: WorkerKv { env: env.clone() },
+        counters,
+        origin: origin_from_env(env),
+        env: WorkerEnv {
+            node: node_from_env(env),
+        },
     })
+}
+
+fn kv(env: &Env) -> Result<KvStore, PortError> {
+    env.kv(KV_BINDING).map_err(unavailable)
+}
+
+/// Whether this isolate holds a catalog (it may be due for a version check).
+pub(crate) fn catalog_loaded() -> bool {
+    CATALOG.with(|c| c.borrow().is_some())
+}
+
+/// The version tag of the catalog this isolate holds.
+pub(crate) fn catalog_version() -> Option<String> {
+    CATALOG.with(|c| c.borrow().as_ref().and_then(|c| c.version.clone()))
 }
 
 /// The catalog from KV, cached in the isolate for a few seconds.
 pub(crate) struct KvCatalog {
-    kv: KvStore,
+    env: Env,
 }
 
 #[async_trait(?Send)]
@@ -120,8 +163,8 @@ impl CatalogSource for KvCatalog {
         if let Some(snapshot) = fresh {
             return Ok(snapshot);
         }
-        let version = self
-            .kv
+        let kv = kv(&self.env)?;
+        let version = kv
             .get(CATALOG_VERSION_KEY)
             .text()
             .await
@@ -139,8 +182,7 @@ impl CatalogSource for KvCatalog {
         if let Some(snapshot) = unchanged {
             return Ok(snapshot);
         }
-        let body = self
-            .kv
+        let body = kv
             .get(CATALOG_KEY)
             .bytes()
             .await
@@ -160,17 +202,17 @@ impl CatalogSource for KvCatalog {
 
 /// Workers KV as the functions' key-value port (the event outbox).
 pub(crate) struct WorkerKv {
-    kv: KvStore,
+    env: Env,
 }
 
 #[async_trait(?Send)]
 impl KeyValue for WorkerKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        self.kv.get(key).bytes().await.map_err(unavailable)
+        kv(&self.env)?.get(key).bytes().await.map_err(unavailable)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), PortError> {
-        self.kv
+        kv(&self.env)?
             .put_bytes(key, &value)
             .map_err(unavailable)?
             .execute()
@@ -179,13 +221,12 @@ impl KeyValue for WorkerKv {
     }
 
     async fn delete(&self, key: &str) -> Result<(), PortError> {
-        self.kv.delete(key).await.map_err(unavailable)
+        kv(&self.env)?.delete(key).await.map_err(unavailable)
     }
 
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError> {
         // KV lists keys in lexicographic order, which is the outbox's enqueue order.
-        let page = self
-            .kv
+        let page = kv(&self.env)?
             .list()
             .prefix(prefix.to_owned())
             .limit(u64::try_from(limit.min(1000)).unwrap_or(1000))
@@ -202,7 +243,7 @@ async fn call(
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
-) -> Result<(u16, Vec<u8>), PortError> {
+) -> Result<Vec<u8>, PortError> {
     let mut init = RequestInit::new();
     init.with_method(method);
     if let Some(body) = body {
@@ -218,19 +259,37 @@ async fn call(
             "counters object answered {status} on {path}"
         )));
     }
-    Ok((status, bytes))
+    Ok(bytes)
 }
 
 /// The sketch counters, owned by one Durable Object so every isolate counts into the same sets.
 pub(crate) struct DoCounters {
-    stub: Stub,
+    env: Env,
+    stub: OnceCell<Stub>,
+}
+
+impl DoCounters {
+    fn stub(&self) -> Result<&Stub, PortError> {
+        if let Some(stub) = self.stub.get() {
+            return Ok(stub);
+        }
+        let namespace = self
+            .env
+            .durable_object(COUNTERS_BINDING)
+            .map_err(unavailable)?;
+        let stub = namespace
+            .id_from_name(COUNTERS_OBJECT)
+            .and_then(|id| id.get_stub())
+            .map_err(unavailable)?;
+        Ok(self.stub.get_or_init(|| stub))
+    }
 }
 
 #[async_trait(?Send)]
 impl Counters for DoCounters {
     async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError> {
         call(
-            &self.stub,
+            self.stub()?,
             Method::Post,
             &format!("/record?minute={minute}"),
             Some(delta.encode()),
@@ -240,8 +299,8 @@ impl Counters for DoCounters {
     }
 
     async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError> {
-        let (_, body) = call(
-            &self.stub,
+        let body = call(
+            self.stub()?,
             Method::Get,
             &format!("/window?from={from}&to={to}"),
             None,
@@ -251,8 +310,8 @@ impl Counters for DoCounters {
     }
 
     async fn trending(&self, now_minute: i64) -> Result<Trending, PortError> {
-        let (_, body) = call(
-            &self.stub,
+        let body = call(
+            self.stub()?,
             Method::Get,
             &format!("/trending?now={now_minute}"),
             None,
@@ -261,20 +320,16 @@ impl Counters for DoCounters {
         postcard::from_bytes(&body).map_err(|e| PortError::Corrupt(e.to_string()))
     }
 
+    /// Nothing to take: the object delivers its own delta on its alarm (counters.rs), so
+    /// isolates only deliver event batches.
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
-        let (status, body) = call(&self.stub, Method::Post, "/take-pending", None).await?;
-        Ok((status != 204).then_some(body))
+        Ok(None)
     }
 
-    async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError> {
-        call(
-            &self.stub,
-            Method::Post,
-            "/restore-pending",
-            Some(encoded.to_vec()),
-        )
-        .await
-        .map(drop)
+    async fn restore_pending(&self, _encoded: &[u8]) -> Result<(), PortError> {
+        Err(PortError::Unavailable(
+            "the counters object delivers its own delta; there is nothing to restore".into(),
+        ))
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod workerd;
 use edgefront_local::{EdgeOptions, keys};
 use edgefront_shared::tokens::Role;
 
@@ -63,6 +65,10 @@ enum Command {
         /// Name of this edge node in events and counters.
         #[arg(long, default_value = "local", env = "EDGEFRONT_EDGE_NODE")]
         edge_node: String,
+        /// Which host serves the edge: this binary, or workerd under `wrangler dev` (the
+        /// Cloudflare build; installs its toolchain on first use).
+        #[arg(long, value_enum, default_value_t = EdgeHost::Native)]
+        edge: EdgeHost,
         #[command(flatten)]
         origin: OriginArgs,
     },
@@ -143,6 +149,14 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EdgeHost {
+    /// The native host (edge/local).
+    Native,
+    /// The Cloudflare worker under `wrangler dev` (edge/cloudflare).
+    Cloudflare,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum RoleArg {
     Marketer,
@@ -160,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             products,
             origin_url,
             edge_node,
+            edge,
             origin,
         } => {
             init_tracing();
@@ -172,10 +187,30 @@ async fn main() -> anyhow::Result<()> {
                 Some((_, bound)) => format!("http://{bound}"),
                 None => origin_url.unwrap_or_default(),
             };
-            let edge = start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?;
+            let edge = match edge {
+                EdgeHost::Native => Edge::Native(
+                    start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?,
+                ),
+                EdgeHost::Cloudflare => {
+                    // The worker's node name is wrangler.toml's EDGE_NODE.
+                    println!(
+                        "starting the Cloudflare edge under wrangler dev (the first run installs its toolchain; log: {})",
+                        data_dir.join("cloudflare/wrangler.log").display()
+                    );
+                    Edge::Workerd(workerd::start(edge_addr, &data_dir, &origin_url).await?)
+                }
+            };
             let base = edge.base_url();
             println!("edgefront is running");
-            println!("  edge     {base}/v1/products?limit=24   ({products} demo products)");
+            match &edge {
+                Edge::Native(_) => println!(
+                    "  edge     {base}/v1/products?limit=24   (native host; {products} demo products)"
+                ),
+                Edge::Workerd(w) => println!(
+                    "  edge     {base}/v1/products?limit=24   (Cloudflare worker under wrangler dev; log: {})",
+                    w.log_path().display()
+                ),
+            }
             println!("  health   {base}/v1/health");
             match &started {
                 Some(_) => println!(
@@ -187,7 +222,10 @@ async fn main() -> anyhow::Result<()> {
             println!("  token    cargo run --release -- token --role marketer");
             println!("Press Ctrl-C to stop.");
             tokio::signal::ctrl_c().await?;
-            edge.shutdown().await;
+            match edge {
+                Edge::Native(edge) => edge.shutdown().await,
+                Edge::Workerd(edge) => edge.shutdown().await,
+            }
             if let Some((o, _)) = started {
                 o.shutdown().await;
             }
@@ -253,6 +291,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The edge `dev` started.
+enum Edge {
+    Native(edgefront_local::RunningEdge),
+    Workerd(workerd::WorkerdEdge),
+}
+
+impl Edge {
+    fn base_url(&self) -> String {
+        match self {
+            Edge::Native(edge) => edge.base_url(),
+            Edge::Workerd(edge) => edge.base_url().to_owned(),
+        }
+    }
+}
+
 /// KV key the Cloudflare edge reads its catalog from (edge/cloudflare/src/ports.rs).
 const KV_CATALOG_KEY: &str = "catalog/snapshot";
 /// KV key of the catalog's version tag, which edge isolates poll.
@@ -263,17 +316,52 @@ async fn kv_seed(
     origin_url: Option<&str>,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let body = match origin_url {
+    match origin_url {
         Some(url) => {
-            let url = format!("{}/v1/catalog/snapshot", url.trim_end_matches('/'));
-            reqwest::get(&url).await?.error_for_status()?.text().await?
+            publish_seed(url, None, out).await?;
         }
-        None => serde_json::to_string(&edgefront_shared::catalog::PublishedCatalog {
-            version: 1,
-            products: edgefront_shared::catalog::demo_catalog(products, 42),
-            promotions: edgefront_shared::cart::demo_promotions(),
-        })?,
-    };
+        None => write_seed(
+            &serde_json::to_string(&edgefront_shared::catalog::PublishedCatalog {
+                version: 1,
+                products: edgefront_shared::catalog::demo_catalog(products, 42),
+                promotions: edgefront_shared::cart::demo_promotions(),
+            })?,
+            out,
+        )?,
+    }
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// Writes the origin's published catalog to `out` as a KV seed, unless it still has `etag`.
+/// Returns the new ETag, or `None` when the catalog is unchanged.
+async fn publish_seed(
+    origin_url: &str,
+    etag: Option<&str>,
+    out: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    let url = format!("{}/v1/catalog/snapshot", origin_url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().get(&url);
+    if let Some(tag) = etag {
+        req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+    }
+    let resp = req.send().await?;
+    if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(None);
+    }
+    let resp = resp.error_for_status()?;
+    let tag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    write_seed(&resp.text().await?, out)?;
+    Ok(Some(tag))
+}
+
+/// A published catalog body as a `wrangler kv bulk put` file: the snapshot and its version tag.
+fn write_seed(body: &str, out: &std::path::Path) -> anyhow::Result<()> {
     // Refuse to write a catalog the edge would refuse to serve.
     let snapshot = edgefront_functions::sync::decode_published(body.as_bytes())?;
     // The version tag isolates poll; the body's length and a hash of it tell two
@@ -289,7 +377,6 @@ async fn kv_seed(
         { "key": KV_CATALOG_VERSION_KEY, "value": tag },
     ]);
     std::fs::write(out, serde_json::to_vec(&file)?)?;
-    println!("{}", out.display());
     Ok(())
 }
 
