@@ -15,7 +15,7 @@ use base64::Engine as _;
 use edgefront_conformance::check_host;
 use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{PublishedCatalog, demo_catalog};
-use edgefront_shared::tokens::{KeyFile, KeyFileEntry, Keyring};
+use edgefront_shared::tokens::{KeyFile, KeyFileEntry, Keyring, Role};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -182,31 +182,91 @@ fn fresh_keys() -> (String, Keyring) {
     (json, ring)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workerd_passes_the_conformance_suite() {
+/// What every test here starts from; `None` (skip) when WRANGLER is not set.
+struct Setup {
+    wrangler: PathBuf,
+    /// Held for the whole test (see [`ONE_AT_A_TIME`]).
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    state: tempfile::TempDir,
+    keys_json: String,
+    keyring: Keyring,
+}
+
+impl Setup {
+    /// [`start_workerd`] with this test's wrangler, state directory and keys.
+    async fn start(
+        &self,
+        products: Option<usize>,
+        origin_url: Option<&str>,
+        port: u16,
+    ) -> (Wrangler, String) {
+        start_workerd(
+            &self.wrangler,
+            self.state.path(),
+            &self.keys_json,
+            products,
+            origin_url,
+            port,
+        )
+        .await
+    }
+}
+
+async fn setup() -> Option<Setup> {
     let Some(wrangler) = wrangler() else {
         eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+        return None;
+    };
+    let one = ONE_AT_A_TIME.lock().await;
+    let (keys_json, keyring) = fresh_keys();
+    Some(Setup {
+        wrangler,
+        _one: one,
+        state: tempfile::tempdir().unwrap(),
+        keys_json,
+        keyring,
+    })
+}
+
+fn marketer_token(keyring: &Keyring) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    keyring
+        .sign_staff("workerd-test", Role::Marketer, now, 3600)
+        .unwrap()
+}
+
+/// Sends `n` product views from `n` visitors, one request each.
+async fn post_product_views(client: &reqwest::Client, base: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let resp = client
+            .post(format!("{base}/v1/events"))
+            .json(&serde_json::json!({
+                "event": "Product Viewed", "anonymousId": format!("{prefix}-visitor-{i}"),
+                "messageId": format!("{prefix}-event-{i}"), "properties": {"product_id": "p-000001"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workerd_passes_the_conformance_suite() {
+    let Some(t) = setup().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let state = tempfile::tempdir().unwrap();
-    let (keys_json, keyring) = fresh_keys();
-    let (_workerd, base) = start_workerd(
-        &wrangler,
-        state.path(),
-        &keys_json,
-        Some(2_000),
-        None,
-        free_port(),
-    )
-    .await;
-    let report = check_host(base, &keyring).await.unwrap();
+    let (_workerd, base) = t.start(Some(2_000), None, free_port()).await;
+    let report = check_host(base, &t.keyring).await.unwrap();
     assert!(
         report.is_empty(),
         "{} case(s) failed under workerd:\n{}\n--- wrangler log ---\n{}",
         report.len(),
         report.join("\n"),
-        std::fs::read_to_string(state.path().join("wrangler.log")).unwrap_or_default()
+        std::fs::read_to_string(t.state.path().join("wrangler.log")).unwrap_or_default()
     );
 }
 
@@ -235,23 +295,17 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
     use edgefront_origin::clock::SystemClock;
     use edgefront_origin::payment::TestProvider;
     use edgefront_origin::{Application, Settings};
-    use edgefront_shared::tokens::Role;
-
-    let Some(wrangler) = wrangler() else {
-        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+    let Some(t) = setup().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let state = tempfile::tempdir().unwrap();
-    let (keys_json, keyring) = fresh_keys();
     let origin = Application::build(
         Settings {
             addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: format!("sqlite:{}", state.path().join("origin.db").display()),
+            database_url: format!("sqlite:{}", t.state.path().join("origin.db").display()),
             job_interval: Duration::from_secs(3600),
             ..Settings::default()
         },
-        keyring.clone(),
+        t.keyring.clone(),
         Arc::new(TestProvider),
         Arc::new(SystemClock),
     )
@@ -259,42 +313,13 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
     .unwrap();
     let origin_url = format!("http://{}", origin.local_addr().unwrap());
     let origin = origin.spawn();
-    let (_workerd, base) = start_workerd(
-        &wrangler,
-        state.path(),
-        &keys_json,
-        Some(200),
-        Some(&origin_url),
-        free_port(),
-    )
-    .await;
+    let (_workerd, base) = t.start(Some(200), Some(&origin_url), free_port()).await;
     let client = reqwest::Client::new();
 
     // One event per request: each request records into the one counters object.
     const N: usize = 60;
-    for i in 0..N {
-        let resp = client
-            .post(format!("{base}/v1/events"))
-            .json(&serde_json::json!({
-                "event": "Product Viewed", "anonymousId": format!("do-visitor-{i}"),
-                "messageId": format!("do-event-{i}"), "properties": {"product_id": "p-000001"}
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-    let token = keyring
-        .sign_staff(
-            "workerd-test",
-            Role::Marketer,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-            3600,
-        )
-        .unwrap();
+    post_product_views(&client, &base, "do", N).await;
+    let token = marketer_token(&t.keyring);
     let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
     assert_eq!(
         counters["product_views"]["estimate"], N as f64,
@@ -364,66 +389,23 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_object_keeps_its_counts_across_a_restart_of_workerd() {
-    use edgefront_shared::tokens::Role;
-
-    let Some(wrangler) = wrangler() else {
-        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+    let Some(t) = setup().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let state = tempfile::tempdir().unwrap();
-    let (keys_json, keyring) = fresh_keys();
     let client = reqwest::Client::new();
-    let token = keyring
-        .sign_staff(
-            "workerd-test",
-            Role::Marketer,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-            3600,
-        )
-        .unwrap();
+    let token = marketer_token(&t.keyring);
 
     const N: usize = 25;
     {
-        let (_workerd, base) = start_workerd(
-            &wrangler,
-            state.path(),
-            &keys_json,
-            Some(50),
-            None,
-            free_port(),
-        )
-        .await;
-        for i in 0..N {
-            let resp = client
-                .post(format!("{base}/v1/events"))
-                .json(&serde_json::json!({
-                    "event": "Product Viewed", "anonymousId": format!("restart-visitor-{i}"),
-                    "messageId": format!("restart-event-{i}"), "properties": {"product_id": "p-000001"}
-                }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-        }
+        let (_workerd, base) = t.start(Some(50), None, free_port()).await;
+        post_product_views(&client, &base, "restart", N).await;
         let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
         assert_eq!(counters["events"]["estimate"], N as f64, "{counters}");
         // The checkpoint alarm fires within 2 s of the first record.
         tokio::time::sleep(Duration::from_secs(4)).await;
         // `_workerd` is stopped here, taking the object's memory with it.
     }
-    let (_workerd, base) = start_workerd(
-        &wrangler,
-        state.path(),
-        &keys_json,
-        Some(50),
-        None,
-        free_port(),
-    )
-    .await;
+    let (_workerd, base) = t.start(Some(50), None, free_port()).await;
     let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
     assert_eq!(
         counters["events"]["estimate"], N as f64,
@@ -440,20 +422,15 @@ async fn the_counters_object_keeps_its_counts_across_a_restart_of_workerd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_isolate_answers_catalog_reads_from_the_cache_api_before_loading_the_catalog() {
-    let Some(wrangler) = wrangler() else {
-        eprintln!("skipped: WRANGLER not set (see edge/cloudflare/tools.sh)");
+    let Some(t) = setup().await else {
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
-    let state = tempfile::tempdir().unwrap();
-    let (keys_json, _) = fresh_keys();
     let client = reqwest::Client::new();
     let product = "/v1/products?category=outdoor&limit=3";
     // The same address both times: the cache is keyed by the whole URL.
     let port = free_port();
     let first = {
-        let (_workerd, base) =
-            start_workerd(&wrangler, state.path(), &keys_json, Some(50), None, port).await;
+        let (_workerd, base) = t.start(Some(50), None, port).await;
         let resp = client.get(format!("{base}{product}")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let first = resp.text().await.unwrap();
@@ -472,7 +449,7 @@ async fn a_new_isolate_answers_catalog_reads_from_the_cache_api_before_loading_t
     };
     // The catalog leaves KV: a new isolate can no longer load it.
     for key in ["catalog/snapshot", "catalog/version"] {
-        run(Command::new(&wrangler)
+        run(Command::new(&t.wrangler)
             .current_dir(repo_root())
             .args([
                 "kv",
@@ -484,11 +461,10 @@ async fn a_new_isolate_answers_catalog_reads_from_the_cache_api_before_loading_t
                 key,
             ])
             .arg("--persist-to")
-            .arg(state.path().join("wrangler-state"))
+            .arg(t.state.path().join("wrangler-state"))
             .stdin(Stdio::null()));
     }
-    let (_workerd, base) =
-        start_workerd(&wrangler, state.path(), &keys_json, None, None, port).await;
+    let (_workerd, base) = t.start(None, None, port).await;
     let cached = client.get(format!("{base}{product}")).send().await.unwrap();
     assert_eq!(cached.status(), 200);
     assert_eq!(cached.text().await.unwrap(), first);
