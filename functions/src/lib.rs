@@ -14,6 +14,8 @@ mod routes;
 pub mod sync;
 pub mod testing;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use edgefront_shared::money::Currency;
 use edgefront_shared::tokens::Keyring;
@@ -71,16 +73,17 @@ pub struct InternalDetail(pub String);
 pub struct App<P> {
     /// The host's ports.
     pub ports: P,
-    keys: Keyring,
+    keys: Arc<Keyring>,
     config: Config,
 }
 
 impl<P: Platform> App<P> {
-    /// Builds the app over a host's ports.
-    pub fn new(ports: P, keys: Keyring, config: Config) -> Self {
+    /// Builds the app over a host's ports. `keys` may be shared (`Arc<Keyring>`): a host that
+    /// builds an app per request then shares one parsed keyring instead of copying it.
+    pub fn new(ports: P, keys: impl Into<Arc<Keyring>>, config: Config) -> Self {
         App {
             ports,
-            keys,
+            keys: keys.into(),
             config,
         }
     }

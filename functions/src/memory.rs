@@ -164,7 +164,8 @@ impl MemoryCounters {
     }
 
     /// Merges a state written by [`MemoryCounters::export_state`] into these counters (a
-    /// checkpoint loaded after a restart). A truncated or foreign state is refused whole.
+    /// checkpoint loaded after a restart, into empty counters). A truncated or undecodable
+    /// state is refused whole, before anything is merged.
     pub fn import_state(&self, state: &[u8]) -> Result<(), PortError> {
         let corrupt = |why: &str| PortError::Corrupt(format!("counters state: {why}"));
         let mut parts = Vec::with_capacity(2);

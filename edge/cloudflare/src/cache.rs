@@ -2,14 +2,14 @@
 //!
 //! A warm isolate answers catalog reads from its in-memory snapshot faster than any cache
 //! lookup, so it never reads the cache; it stores each shareable answer once per catalog
-//! version. An isolate that has not loaded the catalog yet (a new one, after a deploy or an
+//! version and again whenever the stored copy's `max-age` has run out. An isolate that has not loaded the catalog yet (a new one, after a deploy or an
 //! eviction) looks there first, and answers without reading and parsing the multi-megabyte
 //! snapshot from KV. "Shareable" is HTTP's rule, not a catalog rule: a GET carrying no
 //! credentials, session or cookie, answered 200 with `Cache-Control: public` by the functions;
 //! the cache keeps it for the `max-age` the functions set.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use edgefront_functions::request::SESSION_TOKEN_HEADER;
@@ -20,8 +20,9 @@ use worker::worker_sys::web_sys;
 const MAX_REMEMBERED: usize = 10_000;
 
 thread_local! {
-    /// The catalog version tag and the URLs this isolate stored under it.
-    static STORED: RefCell<(String, HashSet<String>)> = RefCell::new(Default::default());
+    /// The catalog version tag, and the URLs this isolate stored under it with when their
+    /// copies expire (ms since the epoch).
+    static STORED: RefCell<(String, HashMap<String, f64>)> = RefCell::new(Default::default());
 }
 
 /// Whether `req` may be answered from, and its answer stored in, the shared cache.
@@ -36,26 +37,45 @@ pub(crate) fn shareable(req: &Request<Bytes>) -> bool {
         .all(|name| !req.headers().contains_key(*name))
 }
 
-/// Whether the functions marked `resp` for shared caches.
-pub(crate) fn cacheable(resp: &Response<Bytes>) -> bool {
-    resp.status() == StatusCode::OK
-        && !resp.headers().contains_key(header::SET_COOKIE)
-        && resp
-            .headers()
-            .get(header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|d| d.trim() == "public"))
+/// How long shared caches may keep `resp`, in seconds, when the functions marked it for them
+/// (200, `Cache-Control: public` with a `max-age`, no cookie set).
+pub(crate) fn shared_max_age(resp: &Response<Bytes>) -> Option<u32> {
+    if resp.status() != StatusCode::OK || resp.headers().contains_key(header::SET_COOKIE) {
+        return None;
+    }
+    let directives = resp.headers().get(header::CACHE_CONTROL)?.to_str().ok()?;
+    let mut public = false;
+    let mut max_age = None;
+    for d in directives.split(',').map(str::trim) {
+        if d == "public" {
+            public = true;
+        } else if let Some(secs) = d.strip_prefix("max-age=") {
+            max_age = secs.parse().ok();
+        }
+    }
+    max_age.filter(|&secs| public && secs > 0)
 }
 
-/// Whether this isolate has yet to store `url` under catalog `version` (and notes it has now).
-pub(crate) fn first_store(url: &str, version: &str) -> bool {
+/// Whether `url` should be stored now under catalog `version`: not stored by this isolate yet,
+/// or its stored copy has expired. Notes the store (expiring `max_age` seconds from `now_ms`).
+pub(crate) fn due(url: &str, version: &str, max_age: u32, now_ms: f64) -> bool {
     STORED.with(|stored| {
         let (held, urls) = &mut *stored.borrow_mut();
         if held != version || urls.len() >= MAX_REMEMBERED {
             *held = version.to_owned();
             urls.clear();
         }
-        urls.insert(url.to_owned())
+        match urls.get_mut(url) {
+            Some(expires) if *expires > now_ms => false,
+            Some(expires) => {
+                *expires = now_ms + f64::from(max_age) * 1000.0;
+                true
+            }
+            None => {
+                urls.insert(url.to_owned(), now_ms + f64::from(max_age) * 1000.0);
+                true
+            }
+        }
     })
 }
 

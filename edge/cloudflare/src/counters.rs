@@ -28,8 +28,12 @@ use crate::ports;
 
 /// Minutes of per-minute counters kept (the longest window served).
 const RETENTION_MINUTES: i64 = 60;
-/// Storage key of the checkpoint (`MemoryCounters::export_state`).
+/// Storage keys of the checkpoint (`MemoryCounters::export_state`): `counters/parts` holds the
+/// number of parts, `counters/0`… the parts.
 const STATE_KEY: &str = "counters";
+const PARTS_KEY: &str = "counters/parts";
+/// Largest part: SQLite-backed objects take values up to 2 MB.
+const PART_BYTES: usize = 1 << 20;
 /// Longest time a record stays only in memory, and between two deliveries to the origin.
 pub(crate) const ALARM_EVERY_MS: i64 = 2_000;
 /// Wait before retrying a failed delivery.
@@ -44,6 +48,8 @@ pub struct CountersObject {
     state: State,
     env: Env,
     counters: Rc<MemoryCounters>,
+    /// Parts of the last checkpoint written or loaded.
+    parts: Rc<Cell<u32>>,
     /// Records since the last checkpoint.
     dirty: Cell<bool>,
     /// When the last record arrived (ms since the epoch).
@@ -75,39 +81,73 @@ fn now_ms() -> i64 {
     js_sys::Date::now() as i64
 }
 
-/// Loads the checkpoint into `counters`; a corrupt one is logged and set aside, not fatal.
-async fn load(storage: Storage, counters: Rc<MemoryCounters>) -> Result<()> {
-    let raw = js_sys::Uint8Array::new(&stored_state(&storage).await?);
-    if raw.length() == 0 {
+/// Loads the checkpoint into `counters`; an unreadable one is logged and left in storage
+/// (under its own keys) until the next checkpoint replaces it.
+async fn load(storage: Storage, counters: Rc<MemoryCounters>, parts: Rc<Cell<u32>>) -> Result<()> {
+    let count = storage.get::<u32>(PARTS_KEY).await?.unwrap_or(0);
+    parts.set(count);
+    if count == 0 {
         return Ok(());
     }
-    if let Err(e) = counters.import_state(&raw.to_vec()) {
+    let keys: Vec<String> = (0..count).map(part_key).collect();
+    let found = storage.get_multiple(keys.clone()).await?;
+    let mut state = Vec::new();
+    for key in &keys {
+        let part = found.get(&wasm_bindgen::JsValue::from_str(key));
+        if part.is_undefined() {
+            worker::console_error!(
+                "counters checkpoint incomplete ({key} missing), starting empty"
+            );
+            return Ok(());
+        }
+        state.extend(js_sys::Uint8Array::new(&part).to_vec());
+    }
+    if let Err(e) = counters.import_state(&state) {
         worker::console_error!("counters checkpoint unreadable, starting empty: {e}");
     }
     Ok(())
 }
 
-/// The checkpoint's bytes (empty when there is none).
-async fn stored_state(storage: &Storage) -> Result<wasm_bindgen::JsValue> {
-    let promise = storage.as_raw().get(STATE_KEY)?;
-    let value = worker::wasm_bindgen_futures::JsFuture::from(promise).await?;
-    Ok(if value.is_undefined() {
-        js_sys::Uint8Array::new_with_length(0).into()
-    } else {
-        value
-    })
+fn part_key(i: u32) -> String {
+    format!("{STATE_KEY}/{i}")
 }
 
 impl CountersObject {
+    /// Writes the whole state, in parts under the storage's 2 MB value limit, in one atomic
+    /// `put`; parts left over from a larger earlier checkpoint are deleted after.
     async fn checkpoint(&self) -> Result<()> {
         self.dirty.set(false);
         let state = self.counters.export_state();
-        let bytes = js_sys::Uint8Array::from(state.as_slice());
-        if let Err(e) = self.state.storage().put_raw(STATE_KEY, bytes).await {
+        let entries = js_sys::Object::new();
+        let count = u32::try_from(state.chunks(PART_BYTES).len()).unwrap_or(u32::MAX);
+        for (i, chunk) in (0..).zip(state.chunks(PART_BYTES)) {
+            js_sys::Reflect::set(
+                &entries,
+                &part_key(i).into(),
+                &js_sys::Uint8Array::from(chunk).into(),
+            )?;
+        }
+        js_sys::Reflect::set(&entries, &PARTS_KEY.into(), &count.into())?;
+        let storage = self.state.storage();
+        if let Err(e) = storage.put_multiple_raw(entries).await {
             self.dirty.set(true);
             return Err(e);
         }
+        let before = self.parts.replace(count);
+        if before > count {
+            storage
+                .delete_multiple((count..before).map(part_key).collect())
+                .await?;
+        }
         Ok(())
+    }
+
+    /// [`Self::checkpoint`], logged instead of failing the caller: delivery must go on even
+    /// when the state cannot be saved.
+    async fn try_checkpoint(&self) {
+        if let Err(e) = self.checkpoint().await {
+            worker::console_error!("counters checkpoint failed: {e}");
+        }
     }
 
     async fn arm(&self, in_ms: i64) -> Result<()> {
@@ -123,12 +163,16 @@ impl DurableObject for CountersObject {
     fn new(state: State, env: Env) -> Self {
         let counters = Rc::new(MemoryCounters::new(RETENTION_MINUTES));
         // No request reaches the object before its checkpoint is loaded.
-        let loading = state.block_concurrency_while(load(state.storage(), counters.clone()));
+        let parts = Rc::new(Cell::new(0));
+        // The JS call happens here; the returned future only reports the outcome.
+        let loading =
+            state.block_concurrency_while(load(state.storage(), counters.clone(), parts.clone()));
         drop(loading);
         CountersObject {
             state,
             env,
             counters,
+            parts,
             dirty: Cell::new(false),
             last_record_ms: Cell::new(0),
             alarm_set: Cell::new(false),
@@ -145,8 +189,11 @@ impl DurableObject for CountersObject {
                 self.counters.record(minute, delta).await.map_err(port)?;
                 self.dirty.set(true);
                 self.last_record_ms.set(now_ms());
-                if !self.alarm_set.get() {
-                    self.arm(ALARM_EVERY_MS).await?;
+                // Counted already: failing now would make the caller retry and count twice.
+                if !self.alarm_set.get()
+                    && let Err(e) = self.arm(ALARM_EVERY_MS).await
+                {
+                    worker::console_error!("counters alarm not set: {e}");
                 }
                 Ok(Response::empty()?.with_status(204))
             }
@@ -174,24 +221,28 @@ impl DurableObject for CountersObject {
 
     async fn alarm(&self) -> Result<Response> {
         self.alarm_set.set(false);
-        if self.dirty.get() {
-            self.checkpoint().await?;
-        }
         let ports = ports::flush_ports(&self.env, Shared(self.counters.clone()))?;
         if !ports.origin.configured() {
-            // A standalone edge: the delta waits (bounded to a day) until an origin is set.
+            // A standalone edge counts for its own reads only: nothing would ever take the
+            // pending delta, so it is dropped rather than checkpointed for a day.
+            let _ = self.counters.take_pending().await;
+        }
+        if self.dirty.get() {
+            self.try_checkpoint().await;
+        }
+        if !ports.origin.configured() {
             return Response::empty();
         }
         let report = flush::flush(&ports).await;
         if report.sketches_sent {
             // Delivered: the checkpoint must not hold the delta any more.
-            self.checkpoint().await?;
+            self.try_checkpoint().await;
         }
         let next = if let Some(e) = report.error {
             worker::console_warn!("delivery to the origin failed: {e}");
             Some(RETRY_MS)
         } else if self.dirty.get() || report.batches_left > 0 {
-            // Records arrived while this alarm ran, or batches are still queued.
+            // Records arrived while this alarm ran, a checkpoint failed, or batches are queued.
             Some(ALARM_EVERY_MS)
         } else if now_ms() - self.last_record_ms.get() < SWEEP_FOR_MS {
             Some(SWEEP_EVERY_MS)

@@ -7,9 +7,9 @@
 //! `ORIGIN_URL`, and `Date.now` / `crypto.getRandomValues`. Every rule lives in
 //! `edgefront-functions` and `edgefront-shared`.
 //!
-//! Second choice, for speed: the request path skips `worker`'s generic conversions and
-//! worker-build's default entry module (`convert.rs` and `js/shim.js` say why; BENCHMARKS.md
-//! has the numbers). The Durable Object and the bindings still go through `worker`.
+//! Second choice, for speed: the request path skips `worker`'s generic conversions and its
+//! `#[event(fetch)]` glue (`convert.rs` and [`entry::fetch`] say why; BENCHMARKS.md has the
+//! numbers). worker-build's entry module, the Durable Object and the bindings stay `worker`'s.
 //!
 //! Bindings and variables (wrangler.toml at the repository root):
 //! `EDGEFRONT_KV` (KV namespace), `COUNTERS` (Durable Object [`CountersObject`]),
@@ -27,7 +27,7 @@ mod ports;
 pub use counters::CountersObject;
 
 pub mod entry {
-    //! The fetch handler workerd calls (through `js/shim.js`).
+    //! The fetch handler workerd calls (through worker-build's entry module).
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context as TaskContext, Poll, Waker};
@@ -49,8 +49,10 @@ pub mod entry {
     pub fn fetch(req: web_sys::Request, env: Env, ctx: worker_sys::Context) -> JsValue {
         let mut answer: Pin<Box<dyn Future<Output = JsValue>>> =
             Box::pin(async move { answer(req, env, Context::new(ctx)).await });
-        // Polling again later with the executor's waker is allowed: every leaf future stores
-        // the waker of its latest poll.
+        // Polling again later with the executor's waker is sound because every future this
+        // path awaits (`JsFuture`, and worker's KV, cache, fetch, stub and body futures) stores
+        // the waker of its latest poll. `worker::Delay` keeps its first waker only: it must not
+        // be awaited on this path.
         match answer
             .as_mut()
             .poll(&mut TaskContext::from_waker(Waker::noop()))
@@ -87,11 +89,10 @@ pub mod entry {
             Err(Refused::Problem(problem)) => return convert::response(problem.to_response()),
             Err(Refused::Runtime(e)) => return Err(worker::Error::RustError(e)),
         };
-        let url = req.uri().to_string();
-        let shareable = cache::shareable(&req);
-        if shareable
+        let url = cache::shareable(&req).then(|| req.uri().to_string());
+        if let Some(url) = &url
             && !ports::catalog_loaded()
-            && let Some(hit) = cache::lookup(&url).await
+            && let Some(hit) = cache::lookup(url).await
         {
             return Ok(hit);
         }
@@ -103,11 +104,15 @@ pub mod entry {
         {
             worker::console_error!("request failed: {}", detail.0);
         }
-        let store = shareable
-            && cache::cacheable(&resp)
-            && ports::catalog_version().is_some_and(|v| cache::first_store(&url, &v));
+        let store = url.filter(|url| {
+            cache::shared_max_age(&resp).is_some_and(|max_age| {
+                ports::with_catalog_version(|v| {
+                    v.is_some_and(|v| cache::due(url, v, max_age, js_sys::Date::now()))
+                })
+            })
+        });
         let resp = convert::response(resp)?;
-        if store {
+        if let Some(url) = store {
             // Stored after answering; the runtime keeps the isolate alive for it.
             let copy = web_sys::Response::clone(&resp)?;
             ctx.wait_until(cache::store(url, copy));

@@ -58,7 +58,7 @@ fn now_ms() -> f64 {
 /// They only change with a new deployment, which starts new isolates.
 #[derive(Clone)]
 struct Settings {
-    keys: Keyring,
+    keys: Arc<Keyring>,
     origin: Option<String>,
     node: String,
 }
@@ -71,7 +71,7 @@ fn settings(env: &Env) -> worker::Result<Settings> {
     let keys = Keyring::from_key_file(text.as_bytes())
         .map_err(|e| worker::Error::RustError(format!("EDGEFRONT_KEYS: {e}")))?;
     let settings = Settings {
-        keys,
+        keys: Arc::new(keys),
         origin: origin_from_env(env).base,
         node: node_from_env(env),
     };
@@ -140,9 +140,9 @@ pub(crate) fn catalog_loaded() -> bool {
     CATALOG.with(|c| c.borrow().is_some())
 }
 
-/// The version tag of the catalog this isolate holds.
-pub(crate) fn catalog_version() -> Option<String> {
-    CATALOG.with(|c| c.borrow().as_ref().and_then(|c| c.version.clone()))
+/// `f` of the version tag of the catalog this isolate holds.
+pub(crate) fn with_catalog_version<T>(f: impl FnOnce(Option<&str>) -> T) -> T {
+    CATALOG.with(|c| f(c.borrow().as_ref().and_then(|c| c.version.as_deref())))
 }
 
 /// The catalog from KV, cached in the isolate for a few seconds.

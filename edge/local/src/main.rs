@@ -192,12 +192,13 @@ async fn main() -> anyhow::Result<()> {
                     start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?,
                 ),
                 EdgeHost::Cloudflare => {
-                    // The worker's node name is wrangler.toml's EDGE_NODE.
                     println!(
                         "starting the Cloudflare edge under wrangler dev (the first run installs its toolchain; log: {})",
                         data_dir.join("cloudflare/wrangler.log").display()
                     );
-                    Edge::Workerd(workerd::start(edge_addr, &data_dir, &origin_url).await?)
+                    Edge::Workerd(
+                        workerd::start(edge_addr, &data_dir, &origin_url, &edge_node).await?,
+                    )
                 }
             };
             let base = edge.base_url();
@@ -221,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  keys     {}", keys::key_path(&data_dir).display());
             println!("  token    cargo run --release -- token --role marketer");
             println!("Press Ctrl-C to stop.");
-            tokio::signal::ctrl_c().await?;
+            stop_requested().await?;
             match edge {
                 Edge::Native(edge) => edge.shutdown().await,
                 Edge::Workerd(edge) => edge.shutdown().await,
@@ -242,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
                 "edgefront origin on http://{bound} (database: {:?})",
                 o.state.store.backend()
             );
-            tokio::signal::ctrl_c().await?;
+            stop_requested().await?;
             o.shutdown().await;
         }
         Command::Edge {
@@ -256,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
             let url = origin_url.unwrap_or_else(|| "http://127.0.0.1:8788".into());
             let edge = start_edge(addr, &data_dir, products, &url, edge_node).await?;
             println!("edgefront edge on {} forwarding to {url}", edge.base_url());
-            tokio::signal::ctrl_c().await?;
+            stop_requested().await?;
             edge.shutdown().await;
         }
         Command::Import {
@@ -479,6 +480,17 @@ async fn start_edge(
         ..EdgeOptions::default()
     })
     .await
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, so a service manager's stop shuts down as cleanly as a
+/// developer's Ctrl-C (the workerd edge's process group included).
+async fn stop_requested() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 fn init_tracing() {

@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
+/// Longest wait for the edge to answer, toolchain install included.
+const STARTUP_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// How often the origin's published catalog is checked for a new version.
 const PUBLISH_EVERY: Duration = Duration::from_secs(3);
 
@@ -68,6 +70,19 @@ impl WorkerdEdge {
     }
 }
 
+impl Drop for WorkerdEdge {
+    /// On any other way out (an error, a panic), workerd must not outlive dev holding the
+    /// port: the group is killed outright. After `shutdown` the group is gone already.
+    fn drop(&mut self) {
+        self.publisher.abort();
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
 /// Starts the Cloudflare edge on `addr` for the origin at `origin_url`, with the dev keys in
 /// `data_dir` and local KV / Durable Object state under `data_dir/cloudflare`. Returns once it
 /// answers `/v1/health`; the first run installs the toolchain and can take many minutes
@@ -76,7 +91,12 @@ pub(crate) async fn start(
     addr: SocketAddr,
     data_dir: &Path,
     origin_url: &str,
+    edge_node: &str,
 ) -> anyhow::Result<WorkerdEdge> {
+    anyhow::ensure!(
+        addr.port() != 0,
+        "--edge-addr needs a port under --edge cloudflare (wrangler dev picks none by itself)"
+    );
     let repo = repository()?;
     let state = std::path::absolute(data_dir.join("cloudflare"))?;
     std::fs::create_dir_all(&state)?;
@@ -95,6 +115,7 @@ pub(crate) async fn start(
         .arg(&keys)
         .arg(&state)
         .arg(&seed)
+        .arg(edge_node)
         .current_dir(&repo)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -105,7 +126,16 @@ pub(crate) async fn start(
         .context("starting edge/cloudflare/dev.sh")?;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
+    // A cold machine installs the toolchain first (about 12 minutes here).
+    let deadline = tokio::time::Instant::now() + STARTUP_LIMIT;
     loop {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the workerd edge did not answer within {} minutes; see {}",
+                STARTUP_LIMIT.as_secs() / 60,
+                log_path.display()
+            );
+        }
         if let Some(status) = child.try_wait()? {
             anyhow::bail!(
                 "edge/cloudflare/dev.sh exited ({status}) before the edge answered; see {}",
@@ -150,6 +180,8 @@ async fn kv_put(repo: &Path, state: &Path, seed: &Path) -> anyhow::Result<()> {
         .arg(seed)
         .current_dir(repo)
         .stdin(Stdio::null())
+        // Stopped with the publisher task when dev stops mid-publish.
+        .kill_on_drop(true)
         .output()
         .await?;
     anyhow::ensure!(
