@@ -6,6 +6,8 @@ set -euo pipefail
 [ -n "${EDGEFRONT_WORKER_PREBUILT:-}" ] && [ -f "$(dirname "$0")/build/worker/shim.mjs" ] && exit 0
 . "$(dirname "$0")/tools.sh"
 cd "$(dirname "$0")"
-# worker-build's own entry module: it starts a fresh wasm instance after a panic aborts one.
-# (A leaner hand-written entry measured within noise and could not do that safely.)
-worker-build --profile worker
+# worker-build's own entry module, which starts a fresh wasm instance after a panic aborts one,
+# with its default export made a plain handler (js/plain-entry.mjs says why). Unminified, so
+# the names that step checks are stable; wrangler bundles it again anyway.
+NO_MINIFY=1 worker-build --profile worker
+node js/plain-entry.mjs build/index.js

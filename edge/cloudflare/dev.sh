@@ -11,6 +11,10 @@ cd "$(dirname "$0")/../.."
 . edge/cloudflare/tools.sh
 edge/cloudflare/build.sh
 edge/cloudflare/kv-put.sh "$state" "$seed"
+# The signing keys reach wrangler through an owner-only env file, not the command line (where
+# any local user could read them in `ps`). JSON needs no line breaks and holds no single quote.
+secrets="$state/secrets.env"
+(umask 077 && printf "EDGEFRONT_KEYS='%s'\n" "$(tr -d '\n' <"$keys")" >"$secrets")
 EDGEFRONT_WORKER_PREBUILT=1 exec "$WRANGLER" dev --local --ip "$ip" --port "$port" \
-  --persist-to "$state" --show-interactive-dev-session=false \
-  --var "EDGEFRONT_KEYS:$(cat "$keys")" --var "ORIGIN_URL:$origin" --var "EDGE_NODE:$node"
+  --persist-to "$state" --show-interactive-dev-session=false --env-file "$secrets" \
+  --var "ORIGIN_URL:$origin" --var "EDGE_NODE:$node"
