@@ -91,8 +91,9 @@ pub async fn flush_with<P: Platform>(ports: &P, limits: FlushLimits) -> FlushRep
     report
 }
 
-/// Sends the counters' pending sketch delta to the origin; on failure the delta goes back into
-/// the pending counts, so nothing is lost. `Ok(true)` when a delta was delivered, `Ok(false)`
+/// Sends the counters' pending sketch delta to the origin and acknowledges it to the counters;
+/// on failure the delta stays pending (the same bytes are sent next time), so nothing is lost
+/// and nothing is counted twice. `Ok(true)` when a delta was delivered, `Ok(false)`
 /// when there was none. A host whose counters deliver on their own schedule (the Cloudflare
 /// counters object, on its alarm) calls this alone.
 pub async fn deliver_sketches<C: Counters + ?Sized, O: Origin + ?Sized>(
@@ -104,7 +105,10 @@ pub async fn deliver_sketches<C: Counters + ?Sized, O: Origin + ?Sized>(
         return Ok(false);
     };
     match origin.send_sketches(edge_node, delta.clone()).await {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            counters.ack_pending().await?;
+            Ok(true)
+        }
         Err(e) => {
             // The restore error is the worse one: it means the delta is lost.
             counters.restore_pending(&delta).await?;

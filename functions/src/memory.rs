@@ -123,6 +123,9 @@ impl KeyValue for MemoryKv {
 struct CountersState {
     live: Windows,
     pending: Windows,
+    /// The delta handed out for delivery and not yet acknowledged: handed out again, byte for
+    /// byte, until it is.
+    inflight: Option<Vec<u8>>,
     trending: Option<(i64, Trending)>,
     records_since_trending: u64,
 }
@@ -142,6 +145,7 @@ impl MemoryCounters {
                 // The pending delta must not drop buckets before they are flushed, even if the
                 // origin is down for long; a day bounds memory if it never comes back.
                 pending: Windows::new(24 * 60),
+                inflight: None,
                 trending: None,
                 records_since_trending: 0,
             }),
@@ -154,9 +158,11 @@ impl MemoryCounters {
         let s = lock(&self.state);
         let live = s.live.encode();
         let pending = s.pending.encode();
-        // Two length-prefixed parts; each is the sketches' own versioned encoding.
-        let mut out = Vec::with_capacity(8 + live.len() + pending.len());
-        for part in [&live, &pending] {
+        let inflight = s.inflight.clone().unwrap_or_default();
+        // Three length-prefixed parts: two in the sketches' own versioned encoding, then the
+        // delta in flight as it was handed out (empty: none).
+        let mut out = Vec::with_capacity(24 + live.len() + pending.len() + inflight.len());
+        for part in [&live, &pending, &inflight] {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(part);
         }
@@ -170,7 +176,8 @@ impl MemoryCounters {
         let corrupt = |why: &str| PortError::Corrupt(format!("counters state: {why}"));
         let mut parts = Vec::with_capacity(2);
         let mut rest = state;
-        for _ in 0..2 {
+        let mut inflight = None;
+        for i in 0..3 {
             let (len, tail) = rest
                 .split_first_chunk::<8>()
                 .ok_or_else(|| corrupt("truncated length"))?;
@@ -179,7 +186,12 @@ impl MemoryCounters {
                 .filter(|&n| n <= tail.len())
                 .ok_or_else(|| corrupt("truncated part"))?;
             let (part, tail) = tail.split_at(len);
-            parts.push(Windows::decode(part).map_err(|e| corrupt(&e.to_string()))?);
+            if i < 2 {
+                parts.push(Windows::decode(part).map_err(|e| corrupt(&e.to_string()))?);
+            } else if !part.is_empty() {
+                Windows::decode(part).map_err(|e| corrupt(&e.to_string()))?;
+                inflight = Some(part.to_vec());
+            }
             rest = tail;
         }
         if !rest.is_empty() {
@@ -194,6 +206,9 @@ impl MemoryCounters {
         s.pending
             .merge(&pending)
             .map_err(|e| PortError::Corrupt(e.to_string()))?;
+        if s.inflight.is_none() {
+            s.inflight = inflight;
+        }
         s.trending = None;
         Ok(())
     }
@@ -247,18 +262,32 @@ impl Counters for MemoryCounters {
 
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
         let mut s = lock(&self.state);
+        if let Some(inflight) = &s.inflight {
+            return Ok(Some(inflight.clone()));
+        }
         if s.pending.is_empty() {
             return Ok(None);
         }
-        Ok(Some(s.pending.take().encode()))
+        let encoded = s.pending.take().encode();
+        s.inflight = Some(encoded.clone());
+        Ok(Some(encoded))
     }
 
     async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError> {
+        let mut s = lock(&self.state);
+        // The delta in flight stays as it is, to be resent byte for byte.
+        if s.inflight.as_deref() == Some(encoded) {
+            return Ok(());
+        }
         let back = Windows::decode(encoded).map_err(|e| PortError::Corrupt(e.to_string()))?;
-        lock(&self.state)
-            .pending
+        s.pending
             .merge(&back)
             .map_err(|e| PortError::Corrupt(e.to_string()))
+    }
+
+    async fn ack_pending(&self) -> Result<(), PortError> {
+        lock(&self.state).inflight = None;
+        Ok(())
     }
 }
 
@@ -302,8 +331,9 @@ mod tests {
         let before = MemoryCounters::new(60);
         before.record(100, views(3, "a")).await.unwrap();
         before.record(101, views(4, "b")).await.unwrap();
-        // Minute 100 was delivered already: only minute 101 stays pending.
+        // Minutes 100 and 101 so far were delivered: only what follows stays pending.
         let delivered = before.take_pending().await.unwrap().unwrap();
+        before.ack_pending().await.unwrap();
         before.record(101, views(5, "c")).await.unwrap();
         assert!(!delivered.is_empty());
 
@@ -314,6 +344,38 @@ mod tests {
         let pending = Windows::decode(&after.take_pending().await.unwrap().unwrap()).unwrap();
         assert_eq!(pending.merged(0, 200).unwrap().count("product_views"), 5);
         assert!(pending.bucket(100).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_delta_is_handed_out_again_byte_for_byte() {
+        let counters = MemoryCounters::new(60);
+        counters.record(10, views(2, "a")).await.unwrap();
+        let first = counters.take_pending().await.unwrap().unwrap();
+        // The send failed (or its answer was lost) and new counts arrived meanwhile.
+        counters.restore_pending(&first).await.unwrap();
+        counters.record(10, views(3, "b")).await.unwrap();
+        assert_eq!(counters.take_pending().await.unwrap().unwrap(), first);
+        // Acknowledged: the next delta holds exactly what came after.
+        counters.ack_pending().await.unwrap();
+        let next = counters.take_pending().await.unwrap().unwrap();
+        let next = Windows::decode(&next).unwrap();
+        assert_eq!(next.merged(0, 100).unwrap().count("product_views"), 3);
+        counters.ack_pending().await.unwrap();
+        assert_eq!(counters.take_pending().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_keeps_the_delta_in_flight_byte_for_byte() {
+        let before = MemoryCounters::new(60);
+        before.record(10, views(2, "a")).await.unwrap();
+        let inflight = before.take_pending().await.unwrap().unwrap();
+        before.record(11, views(4, "b")).await.unwrap();
+        let after = MemoryCounters::new(60);
+        after.import_state(&before.export_state()).unwrap();
+        assert_eq!(after.take_pending().await.unwrap().unwrap(), inflight);
+        after.ack_pending().await.unwrap();
+        let rest = Windows::decode(&after.take_pending().await.unwrap().unwrap()).unwrap();
+        assert_eq!(rest.merged(0, 100).unwrap().count("product_views"), 4);
     }
 
     #[tokio::test]

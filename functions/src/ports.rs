@@ -61,10 +61,14 @@ pub trait Counters {
     async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError>;
     /// Trending products over the last hour; may be cached within the current minute.
     async fn trending(&self, now_minute: i64) -> Result<Trending, PortError>;
-    /// Takes the encoded pending delta (per-minute buckets) for a flush to the origin.
+    /// Takes the encoded pending delta (per-minute buckets) for a flush to the origin. Until
+    /// [`Counters::ack_pending`], it hands out the same bytes again (the origin de-duplicates a
+    /// delta by its bytes, so a resend after a lost acknowledgement is not counted twice).
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError>;
     /// Puts an encoded delta back after a failed flush, so nothing is lost.
     async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError>;
+    /// The delta last taken reached the origin: it is not handed out again.
+    async fn ack_pending(&self) -> Result<(), PortError>;
 }
 
 /// Calls from the edge to the origin.
@@ -207,6 +211,9 @@ impl<C: MaybeSync, K: MaybeSync, N: Counters + MaybeSync, O: MaybeSync, E: Maybe
     }
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
         self.counters.take_pending().await
+    }
+    async fn ack_pending(&self) -> Result<(), PortError> {
+        self.counters.ack_pending().await
     }
     async fn restore_pending(&self, encoded: &[u8]) -> Result<(), PortError> {
         self.counters.restore_pending(encoded).await

@@ -60,6 +60,7 @@ pub struct RecordingOrigin {
     event_budget: AtomicUsize,
     rejections: AtomicUsize,
     lost_acks: AtomicUsize,
+    lost_sketch_acks: AtomicUsize,
     catalog: Mutex<Option<(String, Vec<u8>)>>,
 }
 
@@ -72,6 +73,7 @@ impl Default for RecordingOrigin {
             event_budget: AtomicUsize::new(usize::MAX),
             rejections: AtomicUsize::new(0),
             lost_acks: AtomicUsize::new(0),
+            lost_sketch_acks: AtomicUsize::new(0),
             catalog: Mutex::new(None),
         }
     }
@@ -102,6 +104,11 @@ impl RecordingOrigin {
     /// on the way back.
     pub fn set_losing_acks(&self, n: usize) {
         self.lost_acks.store(n, Ordering::SeqCst);
+    }
+
+    /// Record the next `n` sketch deltas but answer as if they failed.
+    pub fn set_losing_sketch_acks(&self, n: usize) {
+        self.lost_sketch_acks.store(n, Ordering::SeqCst);
     }
 
     /// Event batches received (JSON bodies), in order.
@@ -154,6 +161,13 @@ impl Origin for RecordingOrigin {
             return Err(PortError::Unavailable("origin refused".into()));
         }
         lock(&self.sketches).push((edge_node.to_owned(), encoded));
+        if self
+            .lost_sketch_acks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::Unavailable("answer lost".into()));
+        }
         Ok(())
     }
 

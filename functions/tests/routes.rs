@@ -2911,7 +2911,7 @@ fn when_the_origin_fails_nothing_is_lost_and_the_next_flush_delivers_the_same_to
 }
 
 #[test]
-fn events_counted_after_a_failed_flush_join_the_restored_delta() {
+fn events_counted_after_a_failed_flush_follow_the_resent_delta() {
     let app = app_with_origin();
     post_batch(
         &app,
@@ -2933,9 +2933,32 @@ fn events_counted_after_a_failed_flush_join_the_restored_delta() {
     let report = run_ready(flush::flush(&app.ports));
     assert_eq!(report.batches_sent, 2);
     assert!(report.sketches_sent);
+    // The failed delta goes out again as it was (the origin recognises a resend by its bytes);
+    // what was counted meanwhile follows in the next one.
+    assert_eq!(
+        total(&received_sketches(&app.ports.origin), "product_views"),
+        4
+    );
+    assert!(run_ready(flush::flush(&app.ports)).sketches_sent);
     let delta = received_sketches(&app.ports.origin);
     assert_eq!(total(&delta, "product_views"), 6);
     assert!((visitors_estimate(&delta) - 6.0).abs() <= 1.0);
+}
+
+#[test]
+fn a_sketch_delta_whose_answer_was_lost_is_resent_byte_for_byte() {
+    let app = app_with_origin();
+    post_batch(&app, vec![viewed("lost-ack", "p-000001")]);
+    app.ports.origin.set_losing_sketch_acks(1);
+    assert!(run_ready(flush::flush(&app.ports)).error.is_some());
+    post_batch(&app, vec![viewed("later", "p-000001")]);
+    assert!(run_ready(flush::flush(&app.ports)).sketches_sent);
+    let deltas = app.ports.origin.sketch_deltas();
+    assert!(deltas.len() >= 2, "{} deltas", deltas.len());
+    assert_eq!(
+        deltas[0], deltas[1],
+        "the resend differs from the delta the origin took"
+    );
 }
 
 #[test]

@@ -10,8 +10,10 @@
 //! - **Delivery.** The same alarm runs the functions' flush (when `ORIGIN_URL` is set): the
 //!   event batches isolates queued in KV and this object's pending sketch delta go to the
 //!   origin, from this one place, so no two isolates ever send the same batch at once. After a
-//!   delivery it checkpoints again, so a restart does not resend the delta. A failed delivery
-//!   keeps everything and retries after [`RETRY_MS`]. Every event recorded arms the alarm, and
+//!   delivery it checkpoints again. The delta is checkpointed as "in flight" before it is sent,
+//!   so after a restart the same bytes go out again and the origin, which de-duplicates deltas
+//!   by their bytes, does not count them twice. A failed delivery keeps everything and
+//!   retries after [`RETRY_MS`]. Every event recorded arms the alarm, and
 //!   it keeps sweeping the outbox for [`SWEEP_FOR_MS`] after the last one, since a batch
 //!   written to KV in another location can take a while to show in a KV listing.
 
@@ -222,10 +224,17 @@ impl DurableObject for CountersObject {
     async fn alarm(&self) -> Result<Response> {
         self.alarm_set.set(false);
         let ports = ports::flush_ports(&self.env, Shared(self.counters.clone()))?;
-        if !ports.origin.configured() {
+        if ports.origin.configured() {
+            // Hand the delta out before saving, so the checkpoint holds it as in flight: after a
+            // restart the same bytes are resent, and the origin recognises a delta it took.
+            if let Ok(Some(_)) = self.counters.take_pending().await {
+                self.dirty.set(true);
+            }
+        } else {
             // A standalone edge counts for its own reads only: nothing would ever take the
             // pending delta, so it is dropped rather than checkpointed for a day.
             let _ = self.counters.take_pending().await;
+            let _ = self.counters.ack_pending().await;
         }
         if self.dirty.get() {
             self.try_checkpoint().await;
@@ -279,5 +288,9 @@ impl Counters for Shared {
 
     async fn restore_pending(&self, encoded: &[u8]) -> std::result::Result<(), PortError> {
         self.0.restore_pending(encoded).await
+    }
+
+    async fn ack_pending(&self) -> std::result::Result<(), PortError> {
+        self.0.ack_pending().await
     }
 }

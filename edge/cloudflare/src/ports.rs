@@ -326,6 +326,10 @@ impl Counters for DoCounters {
         Ok(None)
     }
 
+    async fn ack_pending(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+
     async fn restore_pending(&self, _encoded: &[u8]) -> Result<(), PortError> {
         Err(PortError::Unavailable(
             "the counters object delivers its own delta; there is nothing to restore".into(),
