@@ -89,6 +89,65 @@ pub trait Origin {
     ) -> Result<Option<(String, Vec<u8>)>, PortError>;
 }
 
+/// An HTTP client for the origin, as a host provides one: a POST and the catalog GET. Every
+/// such client is an [`Origin`]; which path and content type each delivery uses is written
+/// once, here.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait OriginClient {
+    /// Whether an origin is configured at all.
+    fn configured(&self) -> bool;
+    /// POSTs `body` to `path` with `content_type`, and `X-Edge-Node` when given; the answer
+    /// judged by [`origin_answer`].
+    async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        edge_node: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(), PortError>;
+    /// As [`Origin::fetch_catalog`].
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError>;
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<T: OriginClient + Sync> Origin for T {
+    fn configured(&self) -> bool {
+        OriginClient::configured(self)
+    }
+
+    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+        self.post(
+            origin_paths::INGEST_EVENTS,
+            "application/json",
+            None,
+            batch_json,
+        )
+        .await
+    }
+
+    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
+        self.post(
+            origin_paths::INGEST_SKETCHES,
+            "application/octet-stream",
+            Some(edge_node),
+            encoded,
+        )
+        .await
+    }
+
+    async fn fetch_catalog(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        OriginClient::fetch_catalog(self, etag).await
+    }
+}
+
 /// Time and randomness, so handlers stay deterministic under test.
 pub trait Environment {
     /// Milliseconds since the unix epoch.

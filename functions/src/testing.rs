@@ -122,6 +122,13 @@ impl RecordingOrigin {
     }
 }
 
+/// Takes one from a fault budget: whether it had any left.
+fn take_one(budget: &AtomicUsize) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 impl Origin for RecordingOrigin {
@@ -130,26 +137,16 @@ impl Origin for RecordingOrigin {
     }
 
     async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        let rejected = self
-            .rejections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let rejected = take_one(&self.rejections);
         if rejected {
             return Err(PortError::Rejected("origin answered 400".into()));
         }
-        let refused = self.down.load(Ordering::SeqCst)
-            || self
-                .event_budget
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err();
+        let refused = self.down.load(Ordering::SeqCst) || !take_one(&self.event_budget);
         if refused {
             return Err(PortError::Unavailable("origin refused".into()));
         }
         lock(&self.events).push(batch_json);
-        let lost = self
-            .lost_acks
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let lost = take_one(&self.lost_acks);
         if lost {
             return Err(PortError::Unavailable("acknowledgement lost".into()));
         }
@@ -161,11 +158,7 @@ impl Origin for RecordingOrigin {
             return Err(PortError::Unavailable("origin refused".into()));
         }
         lock(&self.sketches).push((edge_node.to_owned(), encoded));
-        if self
-            .lost_sketch_acks
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        if take_one(&self.lost_sketch_acks) {
             return Err(PortError::Unavailable("answer lost".into()));
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use edgefront_functions::ports::{
-    CatalogSource, Counters, Environment, KeyValue, Origin, PortError, Ports, catalog_answer,
+    CatalogSource, Counters, Environment, KeyValue, OriginClient, PortError, Ports, catalog_answer,
     origin_answer, origin_paths,
 };
 use edgefront_functions::{App, Config, sync};
@@ -349,6 +349,13 @@ impl FetchOrigin {
             .map(|b| format!("{b}{path}"))
             .ok_or_else(|| PortError::Unavailable("no origin configured".into()))
     }
+}
+
+#[async_trait(?Send)]
+impl OriginClient for FetchOrigin {
+    fn configured(&self) -> bool {
+        self.base.is_some()
+    }
 
     async fn post(
         &self,
@@ -371,33 +378,6 @@ impl FetchOrigin {
         let req = Request::new_with_init(&self.url(path)?, &init).map_err(unavailable)?;
         let resp = Fetch::Request(req).send().await.map_err(unavailable)?;
         origin_answer(resp.status_code(), path)
-    }
-}
-
-#[async_trait(?Send)]
-impl Origin for FetchOrigin {
-    fn configured(&self) -> bool {
-        self.base.is_some()
-    }
-
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        self.post(
-            origin_paths::INGEST_EVENTS,
-            "application/json",
-            None,
-            batch_json,
-        )
-        .await
-    }
-
-    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
-        self.post(
-            origin_paths::INGEST_SKETCHES,
-            "application/octet-stream",
-            Some(edge_node),
-            encoded,
-        )
-        .await
     }
 
     async fn fetch_catalog(

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use edgefront_functions::ports::{Origin, PortError, catalog_answer, origin_answer, origin_paths};
+use edgefront_functions::ports::{
+    OriginClient, PortError, catalog_answer, origin_answer, origin_paths,
+};
 
 /// Posts to the origin's ingest endpoints; unconfigured when no URL is given.
 #[derive(Debug, Clone)]
@@ -23,6 +25,13 @@ impl HttpOrigin {
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             client,
         })
+    }
+}
+
+#[async_trait]
+impl OriginClient for HttpOrigin {
+    fn configured(&self) -> bool {
+        self.base.is_some()
     }
 
     async fn post(
@@ -51,10 +60,7 @@ impl HttpOrigin {
             .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
         origin_answer(resp.status().as_u16(), path)
     }
-}
 
-#[async_trait]
-impl Origin for HttpOrigin {
     async fn fetch_catalog(
         &self,
         etag: Option<&str>,
@@ -87,29 +93,5 @@ impl Origin for HttpOrigin {
             .await
             .map_err(|e| PortError::Unavailable(e.without_url().to_string()))?;
         Ok(Some((tag, body.to_vec())))
-    }
-
-    fn configured(&self) -> bool {
-        self.base.is_some()
-    }
-
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        self.post(
-            origin_paths::INGEST_EVENTS,
-            "application/json",
-            None,
-            batch_json,
-        )
-        .await
-    }
-
-    async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
-        self.post(
-            origin_paths::INGEST_SKETCHES,
-            "application/octet-stream",
-            Some(edge_node),
-            encoded,
-        )
-        .await
     }
 }
