@@ -24,7 +24,6 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// Page size when the caller gives none.
 pub const DEFAULT_PAGE_SIZE: usize = 24;
 /// Most popular products kept per category for recommendations.
-const CATEGORY_POPULAR_KEPT: usize = 64;
 /// Longest search query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
@@ -326,7 +325,9 @@ pub struct CatalogSnapshot {
     /// Per currency, each product's [`ProductView`] JSON, serialized on first use: listings and
     /// product pages then copy bytes instead of serializing on every request.
     json: HashMap<Currency, OnceLock<Vec<Option<Box<RawValue>>>>>,
-    /// Per category prefix, its most popular active products (bounded), for recommendations.
+    /// Per category prefix, its active products most popular first (the order of
+    /// `popularity`): a category page in the default sort and recommendations read a prefix of
+    /// it instead of sorting the category on every request.
     category_popular: HashMap<String, Vec<u32>>,
 }
 
@@ -476,10 +477,7 @@ impl CatalogSnapshot {
                     prefix.push('/');
                 }
                 prefix.push_str(part);
-                let list = category_popular.entry(prefix.clone()).or_default();
-                if list.len() < CATEGORY_POPULAR_KEPT {
-                    list.push(i);
-                }
+                category_popular.entry(prefix.clone()).or_default().push(i);
             }
         }
         let mut by_price_desc = by_price.clone();
@@ -614,7 +612,7 @@ impl CatalogSnapshot {
         self.popularity.iter().map(|&i| &self.products[i as usize])
     }
 
-    /// The `n` most popular active products of a category (prefix); at most 64.
+    /// The `n` most popular active products of a category (prefix).
     pub fn popular_in_category(&self, category: &str, n: usize) -> impl Iterator<Item = &Product> {
         self.category_popular
             .get(category)
@@ -667,10 +665,8 @@ impl CatalogSnapshot {
             None => None,
         };
 
-        let category = q
-            .category
-            .as_deref()
-            .map(|c| self.by_category.get(c.trim_matches('/')).map(Vec::as_slice));
+        let category_key = q.category.as_deref().map(|c| c.trim_matches('/'));
+        let category = category_key.map(|c| self.by_category.get(c).map(Vec::as_slice));
         let tag = q
             .tag
             .as_deref()
@@ -708,9 +704,17 @@ impl CatalogSnapshot {
             (None, Some(t)) => Some(t),
             (None, None) => None,
         };
+        // A category in the default sort, the storefront's usual page, has its own precomputed
+        // order: walking it costs about `limit` checks however sparse the category is.
+        let category_order = match (sort, category_key, tag, &scores) {
+            (Sort::Popularity, Some(c), None, None) => self.category_popular.get(c),
+            _ => None,
+        };
         let candidates: Option<Vec<u32>> = match (&scores, smallest) {
             (Some(s), _) => Some(s.keys().copied().collect()),
-            (None, Some(list)) if !dense(list.len()) => Some(list.to_vec()),
+            (None, Some(list)) if category_order.is_none() && !dense(list.len()) => {
+                Some(list.to_vec())
+            }
             _ => None,
         };
 
@@ -734,7 +738,8 @@ impl CatalogSnapshot {
                 items.extend(keyed.into_iter().map(|(_, _, i)| i));
             }
             None => {
-                let order = self.order(sort, currency);
+                let order =
+                    category_order.map_or_else(|| self.order(sort, currency), Vec::as_slice);
                 let start = match &cursor {
                     Some(c) => order
                         .partition_point(|&i| !c.is_before(key(i), &self.products[i as usize].id)),
@@ -1196,7 +1201,12 @@ mod tests {
             Sort::PriceAsc,
             Sort::PriceDesc,
         ] {
-            for category in [None, Some("outdoor".to_owned())] {
+            // A whole department and a sparse leaf: the default sort walks each one's own order.
+            for category in [
+                None,
+                Some("outdoor".to_owned()),
+                Some("apparel/hoodies".to_owned()),
+            ] {
                 let mut q = query();
                 q.sort = sort;
                 q.limit = 10;
@@ -1206,7 +1216,12 @@ mod tests {
                     .products()
                     .iter()
                     .filter(|p| p.active)
-                    .filter(|p| category.as_ref().is_none_or(|c| &p.category[0] == c))
+                    .filter(|p| {
+                        category.as_ref().is_none_or(|c| {
+                            let path = p.category_path();
+                            path == *c || path.starts_with(&format!("{c}/"))
+                        })
+                    })
                     .collect();
                 expected.sort_by_key(|p| {
                     let i = s.by_id[&p.id];

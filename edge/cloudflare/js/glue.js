@@ -8,13 +8,24 @@ export function requestHead(req) {
   return head;
 }
 
+// Header sets already built, by their `head` text. Answers repeat their headers (a hot
+// product's page, a category page, the problem answers), and `new Response` copies the headers
+// it is given, so one `Headers` serves every answer with the same text. Bounded: emptied when full.
+const headerSets = new Map();
+const HEADER_SETS_KEPT = 256;
+
 // `head` is "name\nvalue\n…"; `body` a view of wasm memory, copied before Rust frees it.
 export function respond(status, head, body) {
-  // `append` calls: measured cheaper in workerd than handing the constructor pairs or a record.
-  const headers = new Headers();
-  if (head.length > 0) {
-    const parts = head.split("\n");
-    for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1]);
+  let headers = headerSets.get(head);
+  if (headers === undefined) {
+    // `append` calls: measured cheaper in workerd than handing the constructor pairs or a record.
+    headers = new Headers();
+    if (head.length > 0) {
+      const parts = head.split("\n");
+      for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1]);
+    }
+    if (headerSets.size >= HEADER_SETS_KEPT) headerSets.clear();
+    headerSets.set(head, headers);
   }
   return new Response(body.length > 0 ? body.slice() : null, { status, headers });
 }

@@ -24,14 +24,23 @@ for (const text of expect) {
 const entry = `
 // edge/cloudflare/js/plain-entry.mjs: the module handler workerd calls.
 var edgefrontEntry = {
-  async fetch(request, env, ctx) {
+  // Not \`async\`: an answer the wasm side returns directly goes back without a promise.
+  fetch(request, env, ctx) {
     checkReinitialize();
+    let answer;
     try {
-      return await fetch(request, env, ctx);
+      answer = fetch(request, env, ctx);
     } catch (e) {
       handleMaybeCritical(e);
       throw e;
     }
+    if (answer instanceof Promise) {
+      return answer.catch((e) => {
+        handleMaybeCritical(e);
+        throw e;
+      });
+    }
+    return answer;
   },
 };
 export {`;
