@@ -70,10 +70,20 @@ import json, sys; p = json.load(sys.stdin)["items"][0]; c = p["category"]
 print("/".join(c) if isinstance(c, list) else c)')
 slug=$(curl -fs "http://127.0.0.1:$rust_port/v1/products?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["slug"])')
 
-run() { # $1 = url → "rps p50 non2xx"
-  local out
+# CPU time per answer, beside requests/s: the workerd process behind the socket, user + system
+# time over the run (all its threads) divided by the answers wrk counted. Throughput here swings
+# by ±15% from run to run with the machine; the CPU an answer costs moves far less.
+pid_of() { ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\),.*/\1/p' | head -1; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rust_pid=$(pid_of "$rust_port") js_pid=$(pid_of "$js_port")
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+run() { # $1 = url, $2 = server pid → "rps p50 cpu-µs-per-answer non2xx"
+  local out before after answers
+  before=$(cpu_ticks "$2")
   out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$1")
-  echo "$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out") $(awk '$1=="50%"{print $2}' <<<"$out") $(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")"
+  after=$(cpu_ticks "$2")
+  answers=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
+  echo "$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out") $(awk '$1=="50%"{print $2}' <<<"$out") $(((after - before) * tick_us / answers)) $(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")"
 }
 list="/v1/products?category=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$category")&limit=24"
 get="/v1/products/$slug"
@@ -84,25 +94,63 @@ results="$work/results"
 for route in list get; do
   path=${!route}
   for r in $(seq 1 "$ROUNDS"); do
-    read -r rr rp rn <<<"$(run "http://127.0.0.1:$rust_port$path")"
-    read -r jr jp jn <<<"$(run "http://127.0.0.1:$js_port$path")"
-    echo "$route $r rust $rr ($rp) js $jr ($jp) ratio $(python3 -c "print(f'{$rr/$jr:.2f}')")${rn:+ rust non-2xx $rn}${jn:+ js non-2xx $jn}"
-    echo "$route $rr $rp $jr $jp" >>"$results"
+    # Who goes first alternates, so a drift in the machine's speed favours neither.
+    if [ $((r % 2)) = 1 ]; then
+      read -r rr rp rc rn <<<"$(run "http://127.0.0.1:$rust_port$path" "$rust_pid")"
+      read -r jr jp jc jn <<<"$(run "http://127.0.0.1:$js_port$path" "$js_pid")"
+    else
+      read -r jr jp jc jn <<<"$(run "http://127.0.0.1:$js_port$path" "$js_pid")"
+      read -r rr rp rc rn <<<"$(run "http://127.0.0.1:$rust_port$path" "$rust_pid")"
+    fi
+    echo "$route $r rust $rr ($rp, ${rc} µs CPU) js $jr ($jp, ${jc} µs CPU) ratio $(python3 -c "print(f'{$rr/$jr:.2f}')") CPU ratio $(python3 -c "print(f'{$jc/$rc:.2f}')")${rn:+ rust non-2xx $rn}${jn:+ js non-2xx $jn}"
+    echo "$route $rr $rp $jr $jp $rc $jc" >>"$results"
+  done
+done
+# Side by side: both workers under load at once, so both see the same machine; what each
+# answer cost in CPU is compared within the same seconds.
+for route in list get; do
+  path=${!route}
+  for r in $(seq 1 "$ROUNDS"); do
+    rb=$(cpu_ticks "$rust_pid") jb=$(cpu_ticks "$js_pid")
+    wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$rust_port$path" >"$work/rust.out" &
+    load=$!
+    wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$js_port$path" >"$work/js.out"
+    wait "$load"
+    ra=$(cpu_ticks "$rust_pid") ja=$(cpu_ticks "$js_pid")
+    rn=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$work/rust.out")
+    jn=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$work/js.out")
+    rc=$(((ra - rb) * tick_us / rn)) jc=$(((ja - jb) * tick_us / jn))
+    echo "$route side by side $r: rust $rn answers, $rc µs CPU each; js $jn answers, $jc µs CPU each; CPU ratio $(python3 -c "print(f'{$jc/$rc:.2f}')")"
+    echo "$route $rc $jc" >>"$work/together"
   done
 done
 echo
 echo "sockets: rust $rust_port (proxy 18901), js $js_port (proxy 18902); category $category; $ROUNDS rounds of ${SECS}s"
-python3 - "$results" "$category" <<'PY'
+python3 - "$results" "$category" "$work/together" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-print("| route | JS worker req/s (p50 latency) | Rust worker req/s (p50 latency) | Rust / JS (median of rounds; range) |")
-print("|---|---|---|---|")
+print("| route | JS worker req/s (p50 latency) | Rust worker req/s (p50 latency) | Rust / JS req/s (median of rounds; range) | CPU per answer, JS / Rust | JS CPU / Rust CPU (median; range) |")
+print("|---|---|---|---|---|---|")
 for route, label in (("list", f"list 24 in `{sys.argv[2]}`"), ("get", "get by slug")):
     rs = [r for r in rows if r[0] == route]
     ratios = [float(r[1]) / float(r[3]) for r in rs]
+    # Above 1: an answer costs the Rust worker less CPU than the JS worker.
+    cpu = [float(r[6]) / float(r[5]) for r in rs]
     med = lambda i: statistics.median(float(r[i]) for r in rs)
     ms = lambda t: float(t.rstrip("mus")) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[t.lstrip("0123456789.")]
     lat = lambda i: f"{statistics.median(ms(r[i]) for r in rs):.2f} ms"
     print(f"| {label} | {med(3):,.0f} ({lat(4)}) | {med(1):,.0f} ({lat(2)}) | "
-          f"**{statistics.median(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |")
+          f"**{statistics.median(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) | "
+          f"{med(6):,.0f} µs / {med(5):,.0f} µs | "
+          f"**{statistics.median(cpu):.2f}** ({min(cpu):.2f}–{max(cpu):.2f}) |")
+print()
+print("| route, side by side | CPU per answer, JS / Rust | JS CPU / Rust CPU (median; range) |")
+print("|---|---|---|")
+rows = [l.split() for l in open(sys.argv[3])]
+for route, label in (("list", f"list 24 in `{sys.argv[2]}`"), ("get", "get by slug")):
+    rs = [r for r in rows if r[0] == route]
+    cpu = [float(r[2]) / float(r[1]) for r in rs]
+    med = lambda i: statistics.median(float(r[i]) for r in rs)
+    print(f"| {label} | {med(2):,.0f} µs / {med(1):,.0f} µs | "
+          f"**{statistics.median(cpu):.2f}** ({min(cpu):.2f}–{max(cpu):.2f}) |")
 PY
