@@ -7,6 +7,7 @@
 
 pub mod flush;
 pub mod memory;
+pub mod parts;
 pub mod ports;
 pub mod problem;
 pub mod request;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use edgefront_shared::catalog::CatalogSnapshot;
+use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending, Windows};
 
 use crate::ports::{CatalogSource, Counters, KeyValue, Origin, PortError};
@@ -64,6 +65,11 @@ impl CatalogSource for MemoryCatalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or(PortError::NoCatalog)
+    }
+
+    /// The whole snapshot: it is in memory already.
+    async fn snapshot_for(&self, _need: &CatalogNeed) -> Result<Arc<CatalogSnapshot>, PortError> {
+        self.snapshot().await
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use edgefront_shared::catalog::CatalogSnapshot;
+use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending};
 
 /// A port failed: the platform or the network, never the shopper's input.
@@ -34,6 +35,11 @@ pub enum PortError {
 pub trait CatalogSource {
     /// The newest snapshot this node has.
     async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError>;
+
+    /// A snapshot that answers `need` exactly as the whole one would: the whole snapshot for
+    /// a host that keeps it in memory, only the parts `need` names for a host that starts
+    /// fresh per request (`edgefront_shared::catalog_parts`).
+    async fn snapshot_for(&self, need: &CatalogNeed) -> Result<Arc<CatalogSnapshot>, PortError>;
 }
 
 /// A small key-value store (Workers KV, Spin key-value, memory). Used for the event outbox.
@@ -232,6 +238,10 @@ impl<C: CatalogSource + MaybeSync, K: MaybeSync, N: MaybeSync, O: MaybeSync, E: 
 {
     async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError> {
         self.catalog.snapshot().await
+    }
+
+    async fn snapshot_for(&self, need: &CatalogNeed) -> Result<Arc<CatalogSnapshot>, PortError> {
+        self.catalog.snapshot_for(need).await
     }
 }
 

@@ -1054,7 +1054,7 @@ impl<'a> ProductView<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn snapshot(n: usize) -> CatalogSnapshot {
@@ -1180,7 +1180,8 @@ mod tests {
         assert!(prices.windows(2).all(|w| w[0] >= w[1]));
     }
 
-    fn walk_all(s: &CatalogSnapshot, mut q: ListQuery) -> Vec<String> {
+    /// Every id a query lists in euros, following the cursors to the end.
+    pub(crate) fn walk_all(s: &CatalogSnapshot, mut q: ListQuery) -> Vec<String> {
         let mut seen = Vec::new();
         loop {
             let page = s.list(&q, Currency::EUR).unwrap();

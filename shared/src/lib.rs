@@ -8,6 +8,7 @@
 pub mod analytics;
 pub mod cart;
 pub mod catalog;
+pub mod catalog_parts;
 pub mod customer;
 pub mod events;
 pub mod import;

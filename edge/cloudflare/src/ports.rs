@@ -11,6 +11,7 @@ use edgefront_functions::ports::{
 };
 use edgefront_functions::{App, Config, sync};
 use edgefront_shared::catalog::CatalogSnapshot;
+use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending};
 use edgefront_shared::tokens::Keyring;
 use worker::kv::KvStore;
@@ -197,6 +198,11 @@ impl CatalogSource for KvCatalog {
             })
         });
         Ok(snapshot)
+    }
+
+    /// The whole snapshot: an isolate keeps it between requests.
+    async fn snapshot_for(&self, _need: &CatalogNeed) -> Result<Arc<CatalogSnapshot>, PortError> {
+        self.snapshot().await
     }
 }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use edgefront_shared::cart::{self, Cart, CartError, PricedCart};
 use edgefront_shared::catalog::CatalogSnapshot;
+use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::money::Currency;
 use http::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -71,10 +72,14 @@ fn default_currency<P: Platform>(app: &App<P>, req: &Request<Bytes>) -> Result<C
 async fn change<P: Platform>(
     app: &App<P>,
     req: &Request<Bytes>,
+    adding: Option<&str>,
     op: impl FnOnce(&mut Cart, &CatalogSnapshot) -> Result<(), CartError>,
 ) -> Result<Response<Bytes>, ApiError> {
     let mut cart = current_cart(app, req, default_currency(app, req)?)?;
-    let snapshot = app.ports.snapshot().await?;
+    // The cart's products and the one being added are all a cart call reads.
+    let skus = cart.lines.iter().map(|l| l.sku.clone());
+    let need = CatalogNeed::Products(skus.chain(adding.map(str::to_owned)).collect());
+    let snapshot = app.ports.snapshot_for(&need).await?;
     op(&mut cart, &snapshot)?;
     respond(app, StatusCode::OK, &cart, &snapshot)
 }
@@ -83,7 +88,7 @@ pub(crate) async fn read<P: Platform>(
     app: &App<P>,
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
-    change(app, req, |_, _| Ok(())).await
+    change(app, req, None, |_, _| Ok(())).await
 }
 
 #[derive(Deserialize)]
@@ -104,7 +109,10 @@ pub(crate) async fn create<P: Platform>(
         body.currency.unwrap_or(app.config().default_currency)
     };
     let cart = Cart::new(app.ports.random_id(), currency);
-    let snapshot = app.ports.snapshot().await?;
+    let snapshot = app
+        .ports
+        .snapshot_for(&CatalogNeed::Products(Vec::new()))
+        .await?;
     respond(app, StatusCode::CREATED, &cart, &snapshot)
 }
 
@@ -120,7 +128,7 @@ pub(crate) async fn add_line<P: Platform>(
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
     let body: LineBody = request::json_body(req, app.config().max_body_bytes)?;
-    change(app, req, |cart, snapshot| {
+    change(app, req, Some(&body.sku), |cart, snapshot| {
         cart.add(snapshot, &body.sku, body.quantity)
     })
     .await
@@ -139,7 +147,7 @@ pub(crate) async fn set_line<P: Platform>(
 ) -> Result<Response<Bytes>, ApiError> {
     let body: QuantityBody = request::json_body(req, app.config().max_body_bytes)?;
     let sku = decode_segment(sku)?;
-    change(app, req, |cart, snapshot| {
+    change(app, req, Some(&sku), |cart, snapshot| {
         cart.set(snapshot, &sku, body.quantity)
     })
     .await
@@ -151,7 +159,7 @@ pub(crate) async fn remove_line<P: Platform>(
     sku: &str,
 ) -> Result<Response<Bytes>, ApiError> {
     let sku = decode_segment(sku)?;
-    change(app, req, |cart, _| cart.remove(&sku)).await
+    change(app, req, None, |cart, _| cart.remove(&sku)).await
 }
 
 #[derive(Deserialize)]
@@ -165,7 +173,7 @@ pub(crate) async fn set_code<P: Platform>(
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
     let body: CodeBody = request::json_body(req, app.config().max_body_bytes)?;
-    change(app, req, |cart, snapshot| {
+    change(app, req, None, |cart, snapshot| {
         cart.apply_code(snapshot, Some(&body.code))
     })
     .await
@@ -175,7 +183,10 @@ pub(crate) async fn clear_code<P: Platform>(
     app: &App<P>,
     req: &Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
-    change(app, req, |cart, snapshot| cart.apply_code(snapshot, None)).await
+    change(app, req, None, |cart, snapshot| {
+        cart.apply_code(snapshot, None)
+    })
+    .await
 }
 
 /// The SKU named by a path segment.

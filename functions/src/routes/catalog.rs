@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use edgefront_shared::catalog::{DEFAULT_PAGE_SIZE, ListQuery, MAX_PAGE_SIZE, Sort, stable_hash};
+use edgefront_shared::catalog_parts::CatalogNeed;
 use http::{Request, Response, StatusCode, header};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -42,7 +43,12 @@ pub(crate) async fn list<P: Platform>(
         in_stock_only: q.flag("in_stock")?,
         cursor: q.text("cursor"),
     };
-    let snapshot = app.ports.snapshot().await?;
+    // A category page without a search reads only its category (catalog_parts).
+    let need = match (&query.category, &query.search) {
+        (Some(category), None) => CatalogNeed::Category(category.trim_matches('/').to_owned()),
+        _ => CatalogNeed::Whole,
+    };
+    let snapshot = app.ports.snapshot_for(&need).await?;
     let etag = format!(
         "W/\"v{}-{:x}\"",
         snapshot.version(),
@@ -73,9 +79,12 @@ pub(crate) async fn get<P: Platform>(
 ) -> Result<Response<Bytes>, ApiError> {
     let q = Query::parse(req.uri().query());
     let currency = currency(app, &q)?;
-    let snapshot = app.ports.snapshot().await?;
     let not_found = || ApiError::NotFound("no such product".to_owned());
     let id_or_slug = request::path_segment(id_or_slug).ok_or_else(not_found)?;
+    let snapshot = app
+        .ports
+        .snapshot_for(&CatalogNeed::Products(vec![id_or_slug.to_string()]))
+        .await?;
     let (product, view) = snapshot
         .get_json(&id_or_slug, currency)
         .ok_or_else(not_found)?;
