@@ -1,6 +1,7 @@
 //! The catalog read in parts (`edgefront_functions::parts`, for hosts that start fresh per
 //! request) answers every catalog and cart route exactly as the whole in-memory snapshot does,
 //! and a product page, a category page or a cart call never reads the whole catalog.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::{Arc, Mutex};
 
