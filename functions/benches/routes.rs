@@ -61,5 +61,46 @@ fn routes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routes);
+/// A host that starts fresh per request (Spin) reads the catalog in parts from its key-value
+/// store on every request: the version key, the part, a JSON parse and a small snapshot, then
+/// the route. This is that whole path, over an in-memory store.
+fn routes_from_parts(c: &mut Criterion) {
+    use edgefront_functions::memory::{MemoryCounters, MemoryKv};
+    use edgefront_functions::parts::{self, PartsCatalog};
+    use edgefront_functions::ports::{KeyValue, Ports};
+    use edgefront_functions::testing::{ManualEnv, RecordingOrigin, TEST_NOW_MS, test_keys};
+    use edgefront_functions::{App, Config};
+    use edgefront_shared::catalog::{PublishedCatalog, demo_catalog};
+
+    let catalog = PublishedCatalog {
+        version: 1,
+        products: demo_catalog(10_000, 42),
+        promotions: edgefront_shared::cart::demo_promotions(),
+    };
+    let kv = MemoryKv::new();
+    for (key, value) in parts::entries(&catalog).expect("entries") {
+        run_ready(kv.put(&key, value)).expect("put");
+    }
+    let slug_path = format!("/v1/products/{}", catalog.products[0].slug);
+    let config = Config::default();
+    let app = App::new(
+        Ports {
+            catalog: PartsCatalog::new(kv),
+            kv: MemoryKv::new(),
+            counters: MemoryCounters::new(config.counter_retention_minutes),
+            origin: RecordingOrigin::default(),
+            env: ManualEnv::new(TEST_NOW_MS),
+        },
+        test_keys(),
+        config,
+    );
+    c.bench_function("parts_product_get_by_slug", |b| {
+        b.iter(|| run_ready(app.handle(get(&slug_path))))
+    });
+    c.bench_function("parts_list_24_filtered_by_category_10k", |b| {
+        b.iter(|| run_ready(app.handle(get("/v1/products?category=apparel/hoodies&limit=24"))))
+    });
+}
+
+criterion_group!(benches, routes, routes_from_parts);
 criterion_main!(benches);

@@ -322,9 +322,10 @@ pub struct CatalogSnapshot {
     /// Per currency, dearest first (ties still in id order, so not a plain reverse).
     by_price_desc: HashMap<Currency, Vec<u32>>,
     promotions: Vec<Promotion>,
-    /// Per currency, each product's [`ProductView`] JSON, serialized on first use: listings and
-    /// product pages then copy bytes instead of serializing on every request.
-    json: HashMap<Currency, OnceLock<Vec<Option<Box<RawValue>>>>>,
+    /// Per currency and product, its [`ProductView`] JSON, serialized on first use: listings
+    /// and product pages then copy bytes instead of serializing on every request, and a
+    /// snapshot built for one request (catalog_parts) serializes only what it answers with.
+    json: HashMap<Currency, Vec<OnceLock<Option<Box<RawValue>>>>>,
     /// Per category prefix, its active products most popular first (the order of
     /// `popularity`): a category page in the default sort and recommendations read a prefix of
     /// it instead of sorting the category on every request.
@@ -481,20 +482,25 @@ impl CatalogSnapshot {
             }
         }
         let mut by_price_desc = by_price.clone();
+        // Keys computed once per product: a price key finds and rescales the price, too dear
+        // to repeat in every comparison.
         for (currency, list) in by_price.iter_mut() {
-            list.sort_by(|&a, &b| {
-                let (pa, pb) = (&products[a as usize], &products[b as usize]);
-                (price_key(pa, *currency), &pa.id).cmp(&(price_key(pb, *currency), &pb.id))
+            list.sort_by_cached_key(|&i| {
+                let p = &products[i as usize];
+                (price_key(p, *currency), p.id.as_str())
             });
         }
         for (currency, list) in by_price_desc.iter_mut() {
-            list.sort_by(|&a, &b| {
-                let (pa, pb) = (&products[a as usize], &products[b as usize]);
-                (-price_key(pa, *currency), &pa.id).cmp(&(-price_key(pb, *currency), &pb.id))
+            list.sort_by_cached_key(|&i| {
+                let p = &products[i as usize];
+                (-price_key(p, *currency), p.id.as_str())
             });
         }
 
-        let json = by_price.keys().map(|c| (*c, OnceLock::new())).collect();
+        let json = by_price
+            .keys()
+            .map(|c| (*c, (0..products.len()).map(|_| OnceLock::new()).collect()))
+            .collect();
         Ok(CatalogSnapshot {
             json,
             version,
@@ -579,16 +585,12 @@ impl CatalogSnapshot {
     }
 
     fn json_at(&self, i: u32, currency: Currency) -> Option<&RawValue> {
-        let cache = self.json.get(&currency)?.get_or_init(|| {
-            self.products
-                .iter()
-                .map(|p| {
-                    ProductView::new(p, currency)
-                        .and_then(|v| serde_json::value::to_raw_value(&v).ok())
-                })
-                .collect()
-        });
-        cache.get(i as usize)?.as_deref()
+        let slot = self.json.get(&currency)?.get(i as usize)?;
+        slot.get_or_init(|| {
+            ProductView::new(&self.products[i as usize], currency)
+                .and_then(|v| serde_json::value::to_raw_value(&v).ok())
+        })
+        .as_deref()
     }
 
     /// An active product by SKU.
