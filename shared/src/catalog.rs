@@ -306,7 +306,8 @@ pub struct CatalogSnapshot {
     version: u64,
     products: Vec<Product>,
     /// Per product: a content hash, used as its ETag.
-    revisions: Vec<u64>,
+    /// (Hashed on first use: a snapshot built for one request hashes what it answers with.)
+    revisions: Vec<OnceLock<u64>>,
     by_id: HashMap<String, u32>,
     by_slug: HashMap<String, u32>,
     by_sku: HashMap<String, u32>,
@@ -314,7 +315,9 @@ pub struct CatalogSnapshot {
     by_category: HashMap<String, Vec<u32>>,
     by_tag: HashMap<String, Vec<u32>>,
     /// Search token → products that contain it (title, tags, category, sku), with weights.
-    tokens: BTreeMap<String, Vec<(u32, u8)>>,
+    /// Built on the first search: most snapshots built for one request (catalog_parts) never
+    /// search, and tokenizing is a large share of building one.
+    tokens: OnceLock<BTreeMap<String, Vec<(u32, u8)>>>,
     newest: Vec<u32>,
     popularity: Vec<u32>,
     /// Per currency, active products that have that price, cheapest first.
@@ -401,8 +404,6 @@ impl CatalogSnapshot {
         let mut by_sku = HashMap::with_capacity(products.len());
         let mut by_category: HashMap<String, Vec<u32>> = HashMap::new();
         let mut by_tag: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut tokens: BTreeMap<String, Vec<(u32, u8)>> = BTreeMap::new();
-        let mut revisions = Vec::with_capacity(products.len());
         let count = u32::try_from(products.len()).map_err(|_| CatalogError::InvalidProduct {
             id: String::new(),
             reason: "too many products".into(),
@@ -414,7 +415,6 @@ impl CatalogSnapshot {
             insert_unique(&mut by_id, "id", &p.id, ix)?;
             insert_unique(&mut by_slug, "slug", &p.slug, ix)?;
             insert_unique(&mut by_sku, "sku", &p.sku, ix)?;
-            revisions.push(content_hash(p));
             if !p.active {
                 continue;
             }
@@ -428,22 +428,6 @@ impl CatalogSnapshot {
             }
             for tag in &p.tags {
                 by_tag.entry(tag.clone()).or_default().push(ix);
-            }
-            let mut weights: HashMap<String, u8> = HashMap::new();
-            let fields: [(&str, u8); 4] = [
-                (&p.title, 3),
-                (&p.sku, 3),
-                (&p.category_path(), 1),
-                (&p.tags.join(" "), 2),
-            ];
-            for (text, weight) in fields {
-                for t in tokenize(text) {
-                    let w = weights.entry(t).or_insert(0);
-                    *w = (*w).max(weight);
-                }
-            }
-            for (t, w) in weights {
-                tokens.entry(t).or_default().push((ix, w));
             }
         }
 
@@ -504,14 +488,14 @@ impl CatalogSnapshot {
         Ok(CatalogSnapshot {
             json,
             version,
+            revisions: (0..products.len()).map(|_| OnceLock::new()).collect(),
             products,
-            revisions,
             by_id,
             by_slug,
             by_sku,
             by_category,
             by_tag,
-            tokens,
+            tokens: OnceLock::new(),
             newest,
             popularity,
             by_price,
@@ -593,6 +577,36 @@ impl CatalogSnapshot {
         .as_deref()
     }
 
+    /// Search token → active products that contain it (title, tags, category, SKU), with
+    /// the weight of the best field it occurs in.
+    fn tokens(&self) -> &BTreeMap<String, Vec<(u32, u8)>> {
+        self.tokens.get_or_init(|| {
+            let mut tokens: BTreeMap<String, Vec<(u32, u8)>> = BTreeMap::new();
+            for (ix, p) in (0u32..).zip(&self.products) {
+                if !p.active {
+                    continue;
+                }
+                let mut weights: HashMap<String, u8> = HashMap::new();
+                let fields: [(&str, u8); 4] = [
+                    (&p.title, 3),
+                    (&p.sku, 3),
+                    (&p.category_path(), 1),
+                    (&p.tags.join(" "), 2),
+                ];
+                for (text, weight) in fields {
+                    for t in tokenize(text) {
+                        let w = weights.entry(t).or_insert(0);
+                        *w = (*w).max(weight);
+                    }
+                }
+                for (t, w) in weights {
+                    tokens.entry(t).or_default().push((ix, w));
+                }
+            }
+            tokens
+        })
+    }
+
     /// An active product by SKU.
     pub fn by_sku(&self, sku: &str) -> Option<&Product> {
         self.by_sku
@@ -605,7 +619,10 @@ impl CatalogSnapshot {
     pub fn revision(&self, product: &Product) -> u64 {
         self.by_id
             .get(&product.id)
-            .map(|&i| self.revisions[i as usize])
+            .map(|&i| {
+                let i = i as usize;
+                *self.revisions[i].get_or_init(|| content_hash(&self.products[i]))
+            })
             .unwrap_or(0)
     }
 
@@ -829,7 +846,7 @@ impl CatalogSnapshot {
         let mut result: Option<HashMap<u32, u32>> = None;
         for word in words.iter().take(8) {
             let mut matched: HashMap<u32, u32> = HashMap::new();
-            for (token, postings) in self.tokens.range(word.clone()..) {
+            for (token, postings) in self.tokens().range(word.clone()..) {
                 if !token.starts_with(word.as_str()) {
                     break;
                 }
