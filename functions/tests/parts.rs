@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
 use edgefront_functions::parts::{self, PartsCatalog};
-use edgefront_functions::ports::{CatalogSource, Environment, KeyValue, PortError, Ports};
+use edgefront_functions::ports::{
+    CatalogSource, Counters, Environment, KeyValue, PortError, Ports,
+};
 use edgefront_functions::testing::{ManualEnv, RecordingOrigin, TEST_NOW_MS, run_ready, test_keys};
 use edgefront_functions::{App, Config};
 use edgefront_shared::cart::demo_promotions;
@@ -264,4 +266,41 @@ fn no_published_version_is_no_catalog() {
     let resp = run_ready(app.handle(request(Method::GET, "/v1/products/x", None, None)));
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let _ = app.ports.edge_node();
+}
+
+#[test]
+fn events_from_parts_count_exactly_as_with_the_whole_catalog_and_read_only_their_products() {
+    let p = pair();
+    let snapshot = whole_snapshot(&p);
+    // Demo events name catalog products by id (and some ids past this catalog's end); a few
+    // more name theirs by SKU only, one an unknown SKU.
+    let mut batch: Vec<Value> = (0..70).map(edgefront_shared::events::demo_event).collect();
+    for (i, product) in snapshot
+        .products()
+        .iter()
+        .filter(|x| x.active)
+        .take(5)
+        .enumerate()
+    {
+        let mut ev = edgefront_shared::events::demo_event(1000 + i);
+        ev["properties"] = json!({"sku": product.sku, "price": 10, "currency": "EUR"});
+        batch.push(ev);
+    }
+    let mut unknown = edgefront_shared::events::demo_event(2000);
+    unknown["properties"] = json!({"sku": "NO-SUCH-SKU", "price": 10, "currency": "EUR"});
+    batch.push(unknown);
+
+    let (status, body, whole) = both(
+        &p,
+        Method::POST,
+        "/v1/events",
+        None,
+        Some(&json!({ "batch": batch })),
+    );
+    assert!(status.is_success(), "{body}");
+    assert!(!whole, "events read the whole catalog");
+    let pending = |app_counters: &MemoryCounters| run_ready(app_counters.take_pending()).unwrap();
+    let counted = pending(&p.parts.ports.counters);
+    assert!(counted.is_some());
+    assert_eq!(counted, pending(&p.whole.ports.counters));
 }

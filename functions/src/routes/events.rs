@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use edgefront_shared::analytics;
+use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::events::{self, EnrichedEvent, Enrichment, Properties};
 use edgefront_shared::recommend;
 use edgefront_shared::sketch::CounterSet;
@@ -85,7 +86,25 @@ pub(crate) async fn ingest<P: Platform>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let experiment = &app.config().experiment;
-    let snapshot = app.ports.snapshot().await?;
+    // Parsed first, so the catalog read names only the products the events are about
+    // (catalog_parts): the ids and SKUs of single-product events, all `analytics` looks up.
+    let parsed: Vec<_> = items.into_iter().map(events::parse_track_owned).collect();
+    let products = parsed
+        .iter()
+        .filter_map(|ev| match ev {
+            Ok(ev) => match &ev.properties {
+                Properties::Product(props) => Some(&props.product),
+                _ => None,
+            },
+            Err(_) => None,
+        })
+        .flat_map(|p| [p.product_id.clone(), p.sku.clone()])
+        .flatten()
+        .collect();
+    let snapshot = app
+        .ports
+        .snapshot_for(&CatalogNeed::Products(products))
+        .await?;
 
     // One enrichment for the whole request; the experiment arm is per visitor, added below.
     let enrichment = Enrichment {
@@ -95,13 +114,13 @@ pub(crate) async fn ingest<P: Platform>(
         user_agent,
         experiments: BTreeMap::new(),
     };
-    let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(items.len());
+    let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(parsed.len());
     let mut rejected = Vec::new();
     let mut delta = CounterSet::new();
     let mut valid = 0;
-    let mut seen_ids = std::collections::HashSet::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        match events::parse_track_owned(item) {
+    let mut seen_ids = std::collections::HashSet::with_capacity(parsed.len());
+    for (index, parsed) in parsed.into_iter().enumerate() {
+        match parsed {
             Ok(ev) => {
                 let mut enriched = events::enrich(ev, &enrichment);
                 // The same deterministic arm the recommendations route showed this visitor.
