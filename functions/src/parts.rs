@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use edgefront_shared::catalog::{CatalogSnapshot, PublishedCatalog};
-use edgefront_shared::catalog_parts::CatalogNeed;
+use edgefront_shared::catalog::{CatalogError, CatalogSnapshot, PublishedCatalog};
+use edgefront_shared::catalog_parts::{CatalogNeed, META, WHOLE};
 
 use crate::ports::{CatalogSource, KeyValue, MaybeSync, PortError};
 
@@ -23,14 +23,27 @@ pub fn part_key(version: u64, part: &str) -> String {
     format!("catalog/v{version}/{part}")
 }
 
+/// Why a catalog could not be cut into entries.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The catalog itself is invalid (a duplicate slug, a bad promotion code…): published,
+    /// its product parts would answer while its whole part failed every search.
+    #[error("invalid catalog: {0}")]
+    Invalid(#[from] CatalogError),
+    /// A part could not be encoded.
+    #[error("encoding a part: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// The key-value entries that publish `catalog`: every part (JSON), then [`VERSION_KEY`].
 /// Write them in this order.
-pub fn entries(catalog: &PublishedCatalog) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+pub fn entries(catalog: &PublishedCatalog) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+    catalog.clone().into_snapshot()?;
     let mut entries = catalog
         .parts()
         .into_iter()
         .map(|(name, part)| Ok((part_key(catalog.version, &name), serde_json::to_vec(&part)?)))
-        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        .collect::<Result<Vec<_>, PublishError>>()?;
     entries.push((
         VERSION_KEY.to_owned(),
         catalog.version.to_string().into_bytes(),
@@ -70,11 +83,21 @@ impl<K: KeyValue + MaybeSync> CatalogSource for PartsCatalog<K> {
             .ok_or_else(|| PortError::Corrupt(format!("{VERSION_KEY} is not a number")))?;
         let mut parts = Vec::new();
         for name in need.part_names() {
-            // An absent part is an unknown product or category: it adds nothing.
-            if let Some(bytes) = self.kv.get(&part_key(version, &name)).await? {
-                let part: PublishedCatalog = serde_json::from_slice(&bytes)
-                    .map_err(|e| PortError::Corrupt(format!("catalog part {name}: {e}")))?;
-                parts.push(part);
+            match self.kv.get(&part_key(version, &name)).await? {
+                Some(bytes) => {
+                    let part: PublishedCatalog = serde_json::from_slice(&bytes)
+                        .map_err(|e| PortError::Corrupt(format!("catalog part {name}: {e}")))?;
+                    parts.push(part);
+                }
+                // Every version has these two; without them promotions or the catalog itself
+                // would silently go missing.
+                None if name == META || name == WHOLE => {
+                    return Err(PortError::Corrupt(format!(
+                        "catalog version {version} has no part {name}"
+                    )));
+                }
+                // Any other absent part is an unknown product or category: it adds nothing.
+                None => {}
             }
         }
         let catalog = PublishedCatalog::merge(parts).unwrap_or(PublishedCatalog {

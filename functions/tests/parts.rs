@@ -304,3 +304,24 @@ fn events_from_parts_count_exactly_as_with_the_whole_catalog_and_read_only_their
     assert!(counted.is_some());
     assert_eq!(counted, pending(&p.whole.ports.counters));
 }
+
+#[test]
+fn a_version_missing_its_meta_part_is_corrupt_not_a_catalog_without_promotions() {
+    let p = pair();
+    run_ready(p.kv.delete(&parts::part_key(3, edgefront_shared::catalog_parts::META))).unwrap();
+    let resp = run_ready(
+        p.parts
+            .handle(request(Method::POST, "/v1/cart", None, None)),
+    );
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[test]
+fn an_invalid_catalog_is_not_cut_into_entries() {
+    let mut catalog = published();
+    catalog.products[1].slug = catalog.products[0].slug.clone();
+    assert!(matches!(
+        parts::entries(&catalog),
+        Err(parts::PublishError::Invalid(_))
+    ));
+}

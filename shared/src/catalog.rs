@@ -424,7 +424,7 @@ impl CatalogSnapshot {
                     prefix.push('/');
                 }
                 prefix.push_str(part);
-                by_category.entry(prefix.clone()).or_default().push(ix);
+                push_once(by_category.entry(prefix.clone()).or_default(), ix);
             }
             for tag in &p.tags {
                 by_tag.entry(tag.clone()).or_default().push(ix);
@@ -462,7 +462,7 @@ impl CatalogSnapshot {
                     prefix.push('/');
                 }
                 prefix.push_str(part);
-                category_popular.entry(prefix.clone()).or_default().push(i);
+                push_once(category_popular.entry(prefix.clone()).or_default(), i);
             }
         }
         let mut by_price_desc = by_price.clone();
@@ -917,6 +917,14 @@ fn insert_unique(
 }
 
 /// Price in minor units; products lacking the currency sort last.
+/// Appends `i` unless it is already last: a path with empty segments (`["", ""]`) names the
+/// same prefix twice for one product, which must still be listed once.
+fn push_once(list: &mut Vec<u32>, i: u32) {
+    if list.last() != Some(&i) {
+        list.push(i);
+    }
+}
+
 fn price_key(p: &Product, currency: Currency) -> i128 {
     p.price(currency)
         .map(|m| {

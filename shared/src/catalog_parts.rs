@@ -76,7 +76,11 @@ impl PublishedCatalog {
                     prefix.push('/');
                 }
                 prefix.push_str(segment);
-                members.entry(category_part(&prefix)).or_default().push(i);
+                // Once per product even when its path names a prefix twice (empty segments).
+                let list = members.entry(category_part(&prefix)).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
             }
         }
         let mut parts: BTreeMap<String, PublishedCatalog> = members
@@ -234,6 +238,23 @@ mod tests {
         assert_eq!(snapshot.version(), 12);
         assert_eq!(snapshot.len(), 0);
         assert_eq!(snapshot.promotions(), catalog.promotions.as_slice());
+    }
+
+    #[test]
+    fn a_path_naming_a_prefix_twice_lists_its_product_once() {
+        let mut catalog = published(5);
+        // (Product 0 is inactive here.)
+        catalog.products[1].category = vec![String::new(), String::new()];
+        let whole = catalog.clone().into_snapshot().unwrap();
+        let part = load(&catalog.parts(), &CatalogNeed::Category(String::new()));
+        let q = ListQuery {
+            category: Some("/".into()),
+            limit: 10,
+            ..ListQuery::default()
+        };
+        let ids = walk_all(&whole, q.clone());
+        assert_eq!(ids, [catalog.products[1].id.clone()]);
+        assert_eq!(walk_all(&part, q), ids);
     }
 
     #[test]

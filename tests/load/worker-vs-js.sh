@@ -73,16 +73,30 @@ slug=$(curl -fs "http://127.0.0.1:$rust_port/v1/products?limit=1" | python3 -c '
 # CPU time per answer, beside requests/s: the workerd process behind the socket, user + system
 # time over the run (all its threads) divided by the answers wrk counted. Throughput here swings
 # by ±15% from run to run with the machine; the CPU an answer costs moves far less.
-pid_of() { ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\),.*/\1/p' | head -1; }
+pid_of() { # $1 = port → pid of the workerd listening on it (fails if that is not workerd)
+  local pid
+  pid=$(ss -ltnpH "sport = :$1" | sed -n 's/.*"workerd",pid=\([0-9]*\),.*/\1/p' | head -1)
+  [ -n "$pid" ] || { echo "no workerd listens on port $1: CPU per answer needs the worker's own socket" >&2; exit 1; }
+  echo "$pid"
+}
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-rust_pid=$(pid_of "$rust_port") js_pid=$(pid_of "$js_port")
+# The proxy ports are wrangler's (node): direct() falling back to one would measure the proxy.
+[ "$rust_port" != 18901 ] && [ "$js_port" != 18902 ] || { echo "worker sockets not found" >&2; exit 1; }
+rust_pid=$(pid_of "$rust_port")
+js_pid=$(pid_of "$js_port")
+answers_in() { # wrk's output → the answers it counted (fails when it counted none)
+  local n
+  n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$1")
+  [ "${n:-0}" -gt 0 ] || { echo "wrk counted no answers:" >&2; echo "$1" >&2; exit 1; }
+  echo "$n"
+}
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 run() { # $1 = url, $2 = server pid → "rps p50 cpu-µs-per-answer non2xx"
   local out before after answers
   before=$(cpu_ticks "$2")
   out=$(wrk -t1 -c32 -d"${SECS}s" --latency "$1")
   after=$(cpu_ticks "$2")
-  answers=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
+  answers=$(answers_in "$out")
   echo "$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out") $(awk '$1=="50%"{print $2}' <<<"$out") $(((after - before) * tick_us / answers)) $(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")"
 }
 list="/v1/products?category=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$category")&limit=24"
@@ -117,8 +131,8 @@ for route in list get; do
     wrk -t1 -c32 -d"${SECS}s" "http://127.0.0.1:$js_port$path" >"$work/js.out"
     wait "$load"
     ra=$(cpu_ticks "$rust_pid") ja=$(cpu_ticks "$js_pid")
-    rn=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$work/rust.out")
-    jn=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$work/js.out")
+    rn=$(answers_in "$(cat "$work/rust.out")")
+    jn=$(answers_in "$(cat "$work/js.out")")
     rc=$(((ra - rb) * tick_us / rn)) jc=$(((ja - jb) * tick_us / jn))
     echo "$route side by side $r: rust $rn answers, $rc µs CPU each; js $jn answers, $jc µs CPU each; CPU ratio $(python3 -c "print(f'{$jc/$rc:.2f}')")"
     echo "$route $rc $jc" >>"$work/together"
