@@ -23,7 +23,6 @@ use crate::money::{Currency, Money};
 pub const MAX_PAGE_SIZE: usize = 100;
 /// Page size when the caller gives none.
 pub const DEFAULT_PAGE_SIZE: usize = 24;
-/// Most popular products kept per category for recommendations.
 /// Longest search query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
@@ -77,6 +76,23 @@ pub struct Product {
 }
 
 impl Product {
+    /// Every prefix of the category path, shortest first (`apparel`, `apparel/hoodies`), each
+    /// once: a path with empty segments (`["", ""]`) would otherwise name one twice.
+    pub fn category_prefixes(&self) -> Vec<String> {
+        let mut prefixes: Vec<String> = Vec::with_capacity(self.category.len());
+        let mut prefix = String::new();
+        for part in &self.category {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if prefixes.last() != Some(&prefix) {
+                prefixes.push(prefix.clone());
+            }
+        }
+        prefixes
+    }
+
     /// The price in `currency`, if the product is sold in it.
     pub fn price(&self, currency: Currency) -> Option<Money> {
         self.prices
@@ -418,13 +434,8 @@ impl CatalogSnapshot {
             if !p.active {
                 continue;
             }
-            let mut prefix = String::new();
-            for part in &p.category {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(part);
-                push_once(by_category.entry(prefix.clone()).or_default(), ix);
+            for prefix in p.category_prefixes() {
+                by_category.entry(prefix).or_default().push(ix);
             }
             for tag in &p.tags {
                 by_tag.entry(tag.clone()).or_default().push(ix);
@@ -456,13 +467,8 @@ impl CatalogSnapshot {
         }
         let mut category_popular: HashMap<String, Vec<u32>> = HashMap::new();
         for &i in &popularity {
-            let mut prefix = String::new();
-            for part in &products[i as usize].category {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(part);
-                push_once(category_popular.entry(prefix.clone()).or_default(), i);
+            for prefix in products[i as usize].category_prefixes() {
+                category_popular.entry(prefix).or_default().push(i);
             }
         }
         let mut by_price_desc = by_price.clone();
@@ -917,14 +923,6 @@ fn insert_unique(
 }
 
 /// Price in minor units; products lacking the currency sort last.
-/// Appends `i` unless it is already last: a path with empty segments (`["", ""]`) names the
-/// same prefix twice for one product, which must still be listed once.
-fn push_once(list: &mut Vec<u32>, i: u32) {
-    if list.last() != Some(&i) {
-        list.push(i);
-    }
-}
-
 fn price_key(p: &Product, currency: Currency) -> i128 {
     p.price(currency)
         .map(|m| {

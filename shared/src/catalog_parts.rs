@@ -70,17 +70,8 @@ impl PublishedCatalog {
             for key in keys {
                 members.entry(product_part(key)).or_default().push(i);
             }
-            let mut prefix = String::new();
-            for segment in &p.category {
-                if !prefix.is_empty() {
-                    prefix.push('/');
-                }
-                prefix.push_str(segment);
-                // Once per product even when its path names a prefix twice (empty segments).
-                let list = members.entry(category_part(&prefix)).or_default();
-                if list.last() != Some(&i) {
-                    list.push(i);
-                }
+            for prefix in p.category_prefixes() {
+                members.entry(category_part(&prefix)).or_default().push(i);
             }
         }
         let mut parts: BTreeMap<String, PublishedCatalog> = members
