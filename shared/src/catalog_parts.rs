@@ -60,8 +60,8 @@ fn category_part(path: &str) -> String {
 }
 
 impl PublishedCatalog {
-    /// Every part of this catalog, by part name: `whole`, one per product id, slug and SKU,
-    /// one per category prefix. Products appear in several parts; that is the price of
+    /// Every part of this catalog, by part name: `whole`, `meta`, one per product id, slug
+    /// and SKU, one per category prefix. Products appear in several parts; that is the price of
     /// reading one small part per request.
     pub fn parts(&self) -> BTreeMap<String, PublishedCatalog> {
         let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
