@@ -6,6 +6,7 @@
 //! requests and implements ports; business rules live here and in `edgefront-shared`.
 
 pub mod flush;
+pub mod kv_counters;
 pub mod memory;
 pub mod parts;
 pub mod ports;

@@ -10,7 +10,9 @@ use edgefront_shared::catalog::CatalogSnapshot;
 use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending, Windows};
 
-use crate::ports::{CatalogSource, Counters, KeyValue, Origin, PortError};
+use crate::ports::{
+    AtomicKeyValue, CatalogSource, Counters, KeyValue, Origin, PortError, UpdateFn,
+};
 
 /// Name of the trending sketch fed by product views.
 pub const TRENDING_METRIC: &str = edgefront_shared::analytics::TRENDING_PRODUCTS;
@@ -122,6 +124,17 @@ impl KeyValue for MemoryKv {
             .take(limit)
             .map(|(k, _)| k.clone())
             .collect())
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl AtomicKeyValue for MemoryKv {
+    async fn update(&self, key: &str, next: &mut UpdateFn<'_>) -> Result<Vec<u8>, PortError> {
+        let mut map = lock(&self.map);
+        let value = next(map.get(key).map(Vec::as_slice))?;
+        map.insert(key.to_owned(), value.clone());
+        Ok(value)
     }
 }
 

@@ -56,6 +56,52 @@ pub trait KeyValue {
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError>;
 }
 
+/// The function an [`AtomicKeyValue::update`] applies: the current value (none when absent)
+/// in, the value to store out.
+#[cfg(not(target_arch = "wasm32"))]
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, PortError> + Send + 'a;
+/// The function an [`AtomicKeyValue::update`] applies: the current value (none when absent)
+/// in, the value to store out.
+#[cfg(target_arch = "wasm32")]
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>, PortError> + 'a;
+
+/// A key-value store that replaces one key's value atomically: compare-and-swap underneath
+/// (Spin's `wasi:keyvalue/atomics`), a lock in memory. Counters shared by concurrent instances
+/// that keep nothing between requests are written through it, so no update is lost.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait AtomicKeyValue: KeyValue {
+    /// Stores `next(current)` under `key` unless another writer changed it in between; then
+    /// `next` runs again on the newer value. Returns the value stored.
+    async fn update(&self, key: &str, next: &mut UpdateFn<'_>) -> Result<Vec<u8>, PortError>;
+}
+
+// A store shared between ports (the Spin host's one store for outbox and counters; tests).
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<T: KeyValue + MaybeSync + ?Sized> KeyValue for Arc<T> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        (**self).get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), PortError> {
+        (**self).put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        (**self).delete(key).await
+    }
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError> {
+        (**self).list(prefix, limit).await
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<T: AtomicKeyValue + MaybeSync + ?Sized> AtomicKeyValue for Arc<T> {
+    async fn update(&self, key: &str, next: &mut UpdateFn<'_>) -> Result<Vec<u8>, PortError> {
+        (**self).update(key, next).await
+    }
+}
+
 /// The node's sketch counters, bucketed per minute.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]

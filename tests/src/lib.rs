@@ -1002,3 +1002,32 @@ async fn unknown_routes_and_methods_are_problems(ctx: &Ctx) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Set-up shared by the tests that start a host in another process (workerd, the Spin host).
+pub mod support {
+    use base64::Engine as _;
+    use edgefront_shared::tokens::{KeyFile, KeyFileEntry, Keyring, Role};
+
+    /// A fresh signing key file under `kid`: its JSON (for the host) and the parsed keyring
+    /// (for the test's own tokens).
+    pub fn fresh_keys(kid: &str) -> anyhow::Result<(String, Keyring)> {
+        let secret: [u8; 32] = rand::random();
+        let file = KeyFile {
+            keys: vec![KeyFileEntry {
+                kid: kid.into(),
+                secret: base64::engine::general_purpose::STANDARD.encode(secret),
+            }],
+        };
+        let json = serde_json::to_string(&file)?;
+        let ring = Keyring::from_key_file(json.as_bytes())?;
+        Ok((json, ring))
+    }
+
+    /// A marketer token for an hour, signed with `kid`.
+    pub fn marketer_token(keyring: &Keyring, kid: &str) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        Ok(keyring.sign_staff(kid, Role::Marketer, now, 3600)?)
+    }
+}

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use edgefront_conformance::check_host;
+use edgefront_conformance::support::{self, fresh_keys};
 use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{PublishedCatalog, demo_catalog};
-use edgefront_shared::tokens::{KeyFile, KeyFileEntry, Keyring, Role};
+use edgefront_shared::tokens::Keyring;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -169,19 +169,6 @@ fn seed_kv(wrangler: &Path, state: &Path, persist: &Path, products: usize) {
         .stdin(Stdio::null()));
 }
 
-fn fresh_keys() -> (String, Keyring) {
-    let secret: [u8; 32] = rand::random();
-    let file = KeyFile {
-        keys: vec![KeyFileEntry {
-            kid: "workerd-test".into(),
-            secret: base64::engine::general_purpose::STANDARD.encode(secret),
-        }],
-    };
-    let json = serde_json::to_string(&file).unwrap();
-    let ring = Keyring::from_key_file(json.as_bytes()).unwrap();
-    (json, ring)
-}
-
 /// What every test here starts from; `None` (skip) when WRANGLER is not set.
 struct Setup {
     wrangler: PathBuf,
@@ -218,7 +205,7 @@ async fn setup() -> Option<Setup> {
         return None;
     };
     let one = ONE_AT_A_TIME.lock().await;
-    let (keys_json, keyring) = fresh_keys();
+    let (keys_json, keyring) = fresh_keys("workerd-test").unwrap();
     Some(Setup {
         wrangler,
         _one: one,
@@ -229,13 +216,7 @@ async fn setup() -> Option<Setup> {
 }
 
 fn marketer_token(keyring: &Keyring) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    keyring
-        .sign_staff("workerd-test", Role::Marketer, now, 3600)
-        .unwrap()
+    support::marketer_token(keyring, "workerd-test").unwrap()
 }
 
 /// Sends `n` product views from `n` visitors, one request each.

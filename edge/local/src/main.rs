@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod workerd;
+mod external;
+
 use edgefront_local::{EdgeOptions, keys};
 use edgefront_shared::tokens::Role;
+use external::Runtime;
 
 #[derive(Parser)]
 #[command(
@@ -65,8 +67,9 @@ enum Command {
         /// Name of this edge node in events and counters.
         #[arg(long, default_value = "local", env = "EDGEFRONT_EDGE_NODE")]
         edge_node: String,
-        /// Which host serves the edge: this binary, or workerd under `wrangler dev` (the
-        /// Cloudflare build; installs its toolchain on first use).
+        /// Which host serves the edge: this binary, workerd under `wrangler dev` (the
+        /// Cloudflare build; installs its toolchain on first use), or the Spin component in
+        /// the wasmtime test host (builds it on first use).
         #[arg(long, value_enum, default_value_t = EdgeHost::Native)]
         edge: EdgeHost,
         #[command(flatten)]
@@ -131,6 +134,10 @@ enum Command {
         /// Output file.
         #[arg(long, default_value = "kv-seed.json")]
         out: PathBuf,
+        /// Write the catalog in parts, for the Spin edge's `catalog` store
+        /// (`edgefront_functions::parts`), instead of one snapshot for Workers KV.
+        #[arg(long)]
+        parts: bool,
     },
     /// Print a staff token signed with the dev keys.
     Token {
@@ -155,6 +162,8 @@ enum EdgeHost {
     Native,
     /// The Cloudflare worker under `wrangler dev` (edge/cloudflare).
     Cloudflare,
+    /// The Spin component in the wasmtime test host (edge/spin, tests/spin-host).
+    Spin,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,13 +200,24 @@ async fn main() -> anyhow::Result<()> {
                 EdgeHost::Native => Edge::Native(
                     start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?,
                 ),
-                EdgeHost::Cloudflare => {
-                    println!(
-                        "starting the Cloudflare edge under wrangler dev (the first run installs its toolchain; log: {})",
-                        data_dir.join("cloudflare/wrangler.log").display()
-                    );
-                    Edge::Workerd(
-                        workerd::start(edge_addr, &data_dir, &origin_url, &edge_node).await?,
+                EdgeHost::Cloudflare | EdgeHost::Spin => {
+                    let runtime = if edge == EdgeHost::Spin {
+                        println!(
+                            "starting the Spin edge in the wasmtime test host (the first run builds it; log: {})",
+                            Runtime::Spin.log_path(&data_dir).display()
+                        );
+                        Runtime::Spin
+                    } else {
+                        println!(
+                            "starting the Cloudflare edge under wrangler dev (the first run installs its toolchain; log: {})",
+                            Runtime::Workerd.log_path(&data_dir).display()
+                        );
+                        Runtime::Workerd
+                    };
+                    Edge::External(
+                        runtime,
+                        external::start(runtime, edge_addr, &data_dir, &origin_url, &edge_node)
+                            .await?,
                     )
                 }
             };
@@ -207,8 +227,12 @@ async fn main() -> anyhow::Result<()> {
                 Edge::Native(_) => println!(
                     "  edge     {base}/v1/products?limit=24   (native host; {products} demo products)"
                 ),
-                Edge::Workerd(w) => println!(
+                Edge::External(Runtime::Workerd, w) => println!(
                     "  edge     {base}/v1/products?limit=24   (Cloudflare worker under wrangler dev; log: {})",
+                    w.log_path().display()
+                ),
+                Edge::External(Runtime::Spin, w) => println!(
+                    "  edge     {base}/v1/products?limit=24   (Spin component in the wasmtime test host; log: {})",
                     w.log_path().display()
                 ),
             }
@@ -225,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
             stop_requested().await?;
             match edge {
                 Edge::Native(edge) => edge.shutdown().await,
-                Edge::Workerd(edge) => edge.shutdown().await,
+                Edge::External(_, edge) => edge.shutdown().await,
             }
             if let Some((o, _)) = started {
                 o.shutdown().await;
@@ -270,7 +294,8 @@ async fn main() -> anyhow::Result<()> {
             products,
             origin_url,
             out,
-        } => kv_seed(products, origin_url.as_deref(), &out).await?,
+            parts,
+        } => kv_seed(products, origin_url.as_deref(), &out, parts).await?,
         Command::Token {
             role,
             subject,
@@ -295,14 +320,14 @@ async fn main() -> anyhow::Result<()> {
 /// The edge `dev` started.
 enum Edge {
     Native(edgefront_local::RunningEdge),
-    Workerd(workerd::WorkerdEdge),
+    External(Runtime, external::ExternalEdge),
 }
 
 impl Edge {
     fn base_url(&self) -> String {
         match self {
             Edge::Native(edge) => edge.base_url(),
-            Edge::Workerd(edge) => edge.base_url().to_owned(),
+            Edge::External(_, edge) => edge.base_url().to_owned(),
         }
     }
 }
@@ -316,10 +341,11 @@ async fn kv_seed(
     products: usize,
     origin_url: Option<&str>,
     out: &std::path::Path,
+    parts: bool,
 ) -> anyhow::Result<()> {
     match origin_url {
         Some(url) => {
-            publish_seed(url, None, out).await?;
+            publish_seed(url, None, out, parts).await?;
         }
         None => write_seed(
             &serde_json::to_string(&edgefront_shared::catalog::PublishedCatalog {
@@ -328,6 +354,7 @@ async fn kv_seed(
                 promotions: edgefront_shared::cart::demo_promotions(),
             })?,
             out,
+            parts,
         )?,
     }
     println!("{}", out.display());
@@ -340,6 +367,7 @@ async fn publish_seed(
     origin_url: &str,
     etag: Option<&str>,
     out: &std::path::Path,
+    parts: bool,
 ) -> anyhow::Result<Option<String>> {
     let url = format!("{}/v1/catalog/snapshot", origin_url.trim_end_matches('/'));
     let mut req = reqwest::Client::new().get(&url);
@@ -357,12 +385,24 @@ async fn publish_seed(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    write_seed(&resp.text().await?, out)?;
+    write_seed(&resp.text().await?, out, parts)?;
     Ok(Some(tag))
 }
 
-/// A published catalog body as a `wrangler kv bulk put` file: the snapshot and its version tag.
-fn write_seed(body: &str, out: &std::path::Path) -> anyhow::Result<()> {
+/// A published catalog body as a `wrangler kv bulk put` file: the snapshot and its version
+/// tag, or (`parts`) every part of it and then its version key.
+fn write_seed(body: &str, out: &std::path::Path, parts: bool) -> anyhow::Result<()> {
+    if parts {
+        let published: edgefront_shared::catalog::PublishedCatalog = serde_json::from_str(body)?;
+        let entries = edgefront_functions::parts::entries(&published)?
+            .into_iter()
+            .map(|(key, value)| {
+                Ok(serde_json::json!({ "key": key, "value": String::from_utf8(value)? }))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        std::fs::write(out, serde_json::to_vec(&entries)?)?;
+        return Ok(());
+    }
     // Refuse to write a catalog the edge would refuse to serve.
     let snapshot = edgefront_functions::sync::decode_published(body.as_bytes())?;
     // The version tag isolates poll; the body's length and a hash of it tell two

@@ -1,0 +1,89 @@
+//! Spin adapter for edgefront: the platform-neutral functions as a Spin HTTP component
+//! (`wasm32-wasip2`, spin-sdk 7, `wasi:http/handler@0.3.0`).
+//!
+//! Key design choice: Spin instantiates the component per request, so nothing lives in memory
+//! between requests and every port reads the store: the catalog in parts from the `catalog`
+//! key-value store (`functions::parts`), the sketch counters per minute in the `default` store
+//! through `wasi:keyvalue` compare-and-swap (`functions::kv_counters`: concurrent instances
+//! lose no count), the event outbox in `default` too, the origin over outbound HTTP. Signing
+//! keys, origin URL and node name come from Spin variables. This crate only converts requests
+//! and implements ports; every rule lives in `edgefront-functions` and `edgefront-shared`.
+//!
+//! Variables (spin.toml at the repository root): `edgefront_keys` (secret, required: the key
+//! file JSON), `origin_url` (empty: a standalone edge), `edge_node` (default `spin`),
+//! `flush_interval_ms` (default 5000: how often one request delivers to the origin).
+
+// The SDK's types only exist for wasm32-wasip2: natively this crate is empty, and the test
+// command lints it for that target.
+#![cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+
+mod ports;
+
+use bytes::Bytes;
+use edgefront_functions::problem::ApiError;
+use edgefront_functions::{GEO_HEADERS, InternalDetail, flush, kv_counters};
+use http_body_util::{BodyExt, Full, Limited};
+use spin_sdk::http::Request;
+
+/// The largest request body read; the functions apply their own, lower limits per route.
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+#[spin_sdk::http_service]
+async fn handle(req: Request) -> anyhow::Result<http::Response<Full<Bytes>>> {
+    let resp = match request(req).await {
+        Ok(req) => answer(req).await,
+        Err(problem) => problem.to_response(),
+    };
+    Ok(resp.map(Full::new))
+}
+
+/// Converts the request, its body read whole up to [`MAX_BODY`]. Geo headers are dropped:
+/// Spin sets none, so any the client sent are forged.
+async fn request(req: Request) -> Result<http::Request<Bytes>, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    for name in GEO_HEADERS {
+        parts.headers.remove(name);
+    }
+    let body = if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        Bytes::new()
+    } else {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return Err(ApiError::PayloadTooLarge(MAX_BODY)),
+        }
+    };
+    Ok(http::Request::from_parts(parts, body))
+}
+
+async fn answer(req: http::Request<Bytes>) -> http::Response<Bytes> {
+    let setup = match ports::Setup::load().await {
+        Ok(setup) => setup,
+        Err(e) => {
+            // Details to the log only; the client gets the functions' generic 500.
+            eprintln!("edgefront: configuration: {e:#}");
+            return ApiError::Internal(e.to_string()).to_response();
+        }
+    };
+    let app = setup.app();
+    let resp = app.handle(req).await;
+    if let Some(detail) = resp.extensions().get::<InternalDetail>() {
+        eprintln!("edgefront: request failed: {}", detail.0);
+    }
+    // No instance outlives its request, so one request in each interval delivers the queued
+    // events and closed counter minutes before it answers.
+    if setup.delivers() {
+        match kv_counters::claim_flush(&setup.store(), setup.now_ms(), setup.flush_interval_ms())
+            .await
+        {
+            Ok(true) => {
+                let report = flush::flush(&app.ports).await;
+                if let Some(e) = report.error {
+                    eprintln!("edgefront: flush to the origin: {e}");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => eprintln!("edgefront: claiming a flush: {e}"),
+        }
+    }
+    resp
+}

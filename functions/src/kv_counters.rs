@@ -1,0 +1,268 @@
+//! Sketch counters kept in a key-value store, for hosts whose instances keep nothing between
+//! requests and run side by side (Spin instantiates the component per request).
+//!
+//! Key design choice: one key per minute holds that minute's counter set, and a record merges
+//! into it through [`AtomicKeyValue::update`] (compare-and-swap underneath), so two instances
+//! recording at once both count. Delivery to the origin goes by *closed* minutes: a minute is
+//! handed out [`DELIVERY_GRACE_MS`] after it ends, so every instance that flushes at the
+//! same time builds the same delta from the same keys; the first to store it under the
+//! in-flight key wins and the others send those very bytes, which the origin de-duplicates.
+//! The delivered mark is written before the in-flight key is cleared, so a crash in between
+//! only resends.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use edgefront_shared::sketch::{CounterSet, Trending, Windows};
+
+use crate::memory::{TRENDING_METRIC, TRENDING_MINUTES, lock};
+use crate::ports::{AtomicKeyValue, Counters, MaybeSync, PortError};
+
+/// Keys of the per-minute counter sets (followed by the unix minute, zero-padded).
+pub const MINUTE_PREFIX: &str = "counters/minute/";
+/// The delta handed out for delivery and not yet acknowledged: the last minute it holds
+/// (8 bytes, little endian), then the encoded delta. Empty: none.
+const INFLIGHT_KEY: &str = "counters/inflight";
+/// The newest minute the origin has acknowledged (decimal text).
+const DELIVERED_KEY: &str = "counters/delivered";
+/// When the last flush was claimed (unix milliseconds, decimal text).
+const FLUSH_CLAIM_KEY: &str = "flush/claimed-at";
+/// A minute is delivered this long after it ends: a request records into the minute it
+/// started in, and must have finished before the minute is read for delivery.
+pub const DELIVERY_GRACE_MS: i64 = 10_000;
+/// Minutes kept when the origin does not acknowledge them, so a long outage cannot fill the
+/// store (the in-memory counters keep their pending delta as long).
+const UNDELIVERED_MINUTES: i64 = 24 * 60;
+
+fn minute_key(minute: i64) -> String {
+    format!("{MINUTE_PREFIX}{minute:012}")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> PortError {
+    PortError::Corrupt(format!("{what}: {e}"))
+}
+
+fn decimal(bytes: Option<&[u8]>) -> Option<i64> {
+    std::str::from_utf8(bytes?).ok()?.trim().parse().ok()
+}
+
+/// Counters over an atomic key-value store, as seen by one instance at one time.
+#[derive(Debug)]
+pub struct KvCounters<S> {
+    store: S,
+    now_ms: i64,
+    now_minute: i64,
+    retention_minutes: i64,
+    delivers: bool,
+    /// The in-flight value this instance handed out, for [`Counters::ack_pending`].
+    taken: Mutex<Option<Vec<u8>>>,
+}
+
+impl<S: AtomicKeyValue + MaybeSync> KvCounters<S> {
+    /// Counters in `store` at `now_ms` (unix milliseconds), keeping `retention_minutes` of
+    /// minutes readable. `delivers`: an origin takes the deltas, so a minute is dropped only
+    /// once delivered (or a day old); without one, minutes are dropped at the end of their
+    /// retention.
+    pub fn new(store: S, now_ms: i64, retention_minutes: i64, delivers: bool) -> Self {
+        KvCounters {
+            store,
+            now_ms,
+            now_minute: now_ms.div_euclid(60_000),
+            retention_minutes,
+            delivers,
+            taken: Mutex::new(None),
+        }
+    }
+
+    async fn minute(&self, minute: i64) -> Result<Option<CounterSet>, PortError> {
+        match self.store.get(&minute_key(minute)).await? {
+            Some(bytes) if !bytes.is_empty() => CounterSet::decode(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt("counters minute", e)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn minutes_stored(&self) -> Result<Vec<i64>, PortError> {
+        Ok(self
+            .store
+            .list(MINUTE_PREFIX, usize::MAX)
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(MINUTE_PREFIX)?.parse().ok())
+            .collect())
+    }
+
+    async fn delivered(&self) -> Result<Option<i64>, PortError> {
+        Ok(decimal(self.store.get(DELIVERED_KEY).await?.as_deref()))
+    }
+
+    /// Drops minutes past their retention (and, with an origin, already delivered).
+    async fn prune(&self) -> Result<(), PortError> {
+        let delivered = self.delivered().await?;
+        for minute in self.minutes_stored().await? {
+            let expired = minute <= self.now_minute - self.retention_minutes;
+            let done = !self.delivers
+                || delivered.is_some_and(|d| minute <= d)
+                || minute <= self.now_minute - UNDELIVERED_MINUTES;
+            if expired && done {
+                self.store.delete(&minute_key(minute)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Claims the next flush for the caller if none was claimed in the last `interval_ms`, so
+/// concurrent instances do not all flush at once. True: the caller flushes now.
+pub async fn claim_flush<S: AtomicKeyValue + ?Sized>(
+    store: &S,
+    now_ms: i64,
+    interval_ms: i64,
+) -> Result<bool, PortError> {
+    let mut claimed = false;
+    store
+        .update(FLUSH_CLAIM_KEY, &mut |current| {
+            claimed = decimal(current).is_none_or(|last| now_ms - last >= interval_ms);
+            Ok(if claimed {
+                now_ms.to_string().into_bytes()
+            } else {
+                current.unwrap_or_default().to_vec()
+            })
+        })
+        .await?;
+    Ok(claimed)
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<S: AtomicKeyValue + MaybeSync> Counters for KvCounters<S> {
+    async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError> {
+        let mut first = false;
+        self.store
+            .update(&minute_key(minute), &mut |current| {
+                let mut set = match current {
+                    Some(bytes) if !bytes.is_empty() => {
+                        first = false;
+                        CounterSet::decode(bytes).map_err(|e| corrupt("counters minute", e))?
+                    }
+                    _ => {
+                        first = true;
+                        CounterSet::new()
+                    }
+                };
+                set.merge(&delta)
+                    .map_err(|e| corrupt("counters delta", e))?;
+                Ok(set.encode())
+            })
+            .await?;
+        // The first record of a minute sweeps old minutes: once a minute, whoever gets there.
+        if first {
+            self.prune().await?;
+        }
+        Ok(())
+    }
+
+    async fn window(&self, from: i64, to: i64) -> Result<CounterSet, PortError> {
+        let mut merged = CounterSet::new();
+        for minute in from..=to {
+            if let Some(set) = self.minute(minute).await? {
+                merged
+                    .merge(&set)
+                    .map_err(|e| corrupt("counters minute", e))?;
+            }
+        }
+        Ok(merged)
+    }
+
+    async fn trending(&self, now_minute: i64) -> Result<Trending, PortError> {
+        let mut merged = Trending::new();
+        for minute in now_minute - TRENDING_MINUTES + 1..=now_minute {
+            if let Some(set) = self.minute(minute).await?
+                && let Some(t) = set.trending_sketches().get(TRENDING_METRIC)
+            {
+                merged.merge(t).map_err(|e| corrupt("trending", e))?;
+            }
+        }
+        Ok(merged)
+    }
+
+    async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
+        let inflight = match self.store.get(INFLIGHT_KEY).await? {
+            Some(stored) if !stored.is_empty() => stored,
+            _ => {
+                let delivered = self.delivered().await?;
+                let mut minutes: Vec<i64> = self
+                    .minutes_stored()
+                    .await?
+                    .into_iter()
+                    .filter(|&m| {
+                        (m + 1) * 60_000 + DELIVERY_GRACE_MS <= self.now_ms
+                            && delivered.is_none_or(|d| m > d)
+                    })
+                    .collect();
+                minutes.sort_unstable();
+                let Some(&last) = minutes.last() else {
+                    return Ok(None);
+                };
+                let mut delta = Windows::new(UNDELIVERED_MINUTES);
+                for minute in minutes {
+                    if let Some(set) = self.minute(minute).await? {
+                        delta
+                            .merge_bucket(minute, &set)
+                            .map_err(|e| corrupt("counters minute", e))?;
+                    }
+                }
+                let mut built = last.to_le_bytes().to_vec();
+                built.extend_from_slice(&delta.encode());
+                // Whoever stored an in-flight delta first wins; everyone sends that one.
+                self.store
+                    .update(INFLIGHT_KEY, &mut |current| {
+                        Ok(match current {
+                            Some(stored) if !stored.is_empty() => stored.to_vec(),
+                            _ => built.clone(),
+                        })
+                    })
+                    .await?
+            }
+        };
+        if inflight.len() < 8 {
+            return Err(PortError::Corrupt("counters in flight: truncated".into()));
+        }
+        let payload = inflight[8..].to_vec();
+        *lock(&self.taken) = Some(inflight);
+        Ok(Some(payload))
+    }
+
+    async fn restore_pending(&self, _encoded: &[u8]) -> Result<(), PortError> {
+        // The delta stays in flight and is handed out again, byte for byte.
+        Ok(())
+    }
+
+    async fn ack_pending(&self) -> Result<(), PortError> {
+        let Some(taken) = lock(&self.taken).take() else {
+            return Ok(());
+        };
+        let (last, _) = taken
+            .split_first_chunk::<8>()
+            .ok_or_else(|| PortError::Corrupt("counters in flight: truncated".into()))?;
+        let last = i64::from_le_bytes(*last);
+        self.store
+            .update(DELIVERED_KEY, &mut |current| {
+                let newest = decimal(current).map_or(last, |d| d.max(last));
+                Ok(newest.to_string().into_bytes())
+            })
+            .await?;
+        // Cleared only if it is still the delta this instance sent: another instance may
+        // already have started the next one.
+        self.store
+            .update(INFLIGHT_KEY, &mut |current| {
+                Ok(match current {
+                    Some(stored) if stored != taken.as_slice() => stored.to_vec(),
+                    _ => Vec::new(),
+                })
+            })
+            .await?;
+        Ok(())
+    }
+}
