@@ -4,4 +4,5 @@
 set -euo pipefail
 [ $# -eq 2 ] || { sed -n 2,3p "$0" >&2; exit 2; }
 cd "$(dirname "$0")/../.."
-"${CARGO_TARGET_DIR:-target}/release/edgefront-spin-host" kv-put --state-dir "$1" --store catalog "$2"
+"${EDGEFRONT_SPIN_HOST:-${CARGO_TARGET_DIR:-target}/release/edgefront-spin-host}" kv-put --state-dir "$1" --store catalog "$2" \
+  --versioned-prefix catalog/v --keep-versions 2

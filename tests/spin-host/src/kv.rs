@@ -121,4 +121,82 @@ impl Kv {
         }
         tx.commit().map_err(text)
     }
+
+    /// Deletes the keys under `prefix` (`<prefix><n>/…`) of all but the newest `keep`
+    /// versions `n`. Returns how many were deleted.
+    pub(crate) fn drop_old_versions(
+        &self,
+        store: &str,
+        prefix: &str,
+        keep: usize,
+    ) -> KvResult<usize> {
+        let version = |key: &str| -> Option<u64> {
+            key.strip_prefix(prefix)?.split('/').next()?.parse().ok()
+        };
+        let keys = self.keys(store)?;
+        let mut versions: Vec<u64> = keys.iter().filter_map(|k| version(k)).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let Some(&oldest_kept) = versions.iter().rev().take(keep.max(1)).last() else {
+            return Ok(0);
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(text)?;
+        let mut dropped = 0;
+        for key in keys {
+            if version(&key).is_some_and(|v| v < oldest_kept) {
+                tx.execute(
+                    "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    params![store, key],
+                )
+                .map_err(text)?;
+                dropped += 1;
+            }
+        }
+        tx.commit().map_err(text)?;
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_swap_fails_when_the_value_changed_since_it_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Kv::open(&dir.path().join("kv.db")).unwrap();
+        assert!(kv.swap("default", "k", None, b"a").unwrap());
+        assert!(!kv.swap("default", "k", None, b"b").unwrap());
+        assert!(kv.swap("default", "k", Some(b"a"), b"c").unwrap());
+        assert_eq!(kv.get("default", "k").unwrap().as_deref(), Some(&b"c"[..]));
+        // Stores are apart.
+        assert_eq!(kv.get("catalog", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn dropping_old_versions_keeps_the_newest_ones_and_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Kv::open(&dir.path().join("kv.db")).unwrap();
+        let entries: Vec<(String, Vec<u8>)> = [1, 2, 3, 10]
+            .iter()
+            .flat_map(|v| [format!("catalog/v{v}/meta"), format!("catalog/v{v}/whole")])
+            .chain(["catalog/version".to_owned()])
+            .map(|k| (k, b"x".to_vec()))
+            .collect();
+        kv.put_all("catalog", &entries).unwrap();
+        assert_eq!(kv.drop_old_versions("catalog", "catalog/v", 2).unwrap(), 4);
+        let keys = kv.keys("catalog").unwrap();
+        assert_eq!(
+            keys,
+            [
+                "catalog/v10/meta",
+                "catalog/v10/whole",
+                "catalog/v3/meta",
+                "catalog/v3/whole",
+                "catalog/version"
+            ]
+        );
+    }
 }

@@ -59,6 +59,13 @@ enum Command {
         #[arg(long)]
         store: String,
         file: PathBuf,
+        /// Keys under this prefix are versioned (`<prefix><n>/…`): after writing, only the
+        /// newest `--keep-versions` versions stay (a catalog publish drops old parts, keeping
+        /// the previous version for requests still reading it).
+        #[arg(long, requires = "keep_versions")]
+        versioned_prefix: Option<String>,
+        #[arg(long)]
+        keep_versions: Option<usize>,
     },
     /// Prints the component's imports, one per line, sorted.
     Imports { component: PathBuf },
@@ -121,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
             state_dir,
             store,
             file,
+            versioned_prefix,
+            keep_versions,
         } => {
             let text =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -129,10 +138,15 @@ async fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .map(|e| (e.key, e.value.into_bytes()))
                 .collect();
-            open_kv(&state_dir)?
-                .put_all(&store, &entries)
-                .map_err(anyhow::Error::msg)?;
+            let kv = open_kv(&state_dir)?;
+            kv.put_all(&store, &entries).map_err(anyhow::Error::msg)?;
             println!("{} entries written to store {store}", entries.len());
+            if let (Some(prefix), Some(keep)) = (versioned_prefix, keep_versions) {
+                let dropped = kv
+                    .drop_old_versions(&store, &prefix, keep)
+                    .map_err(anyhow::Error::msg)?;
+                println!("{dropped} entries of older versions dropped");
+            }
             Ok(())
         }
         Command::Imports { component } => {
