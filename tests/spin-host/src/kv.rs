@@ -137,7 +137,7 @@ impl Kv {
         let mut versions: Vec<u64> = keys.iter().filter_map(|k| version(k)).collect();
         versions.sort_unstable();
         versions.dedup();
-        let Some(&oldest_kept) = versions.iter().rev().take(keep.max(1)).last() else {
+        let Some(&oldest_kept) = versions.get(versions.len().saturating_sub(keep.max(1))) else {
             return Ok(0);
         };
         let mut conn = self.conn();
