@@ -120,10 +120,15 @@ pub async fn claim_flush<S: AtomicKeyValue + ?Sized>(
     now_ms: i64,
     interval_ms: i64,
 ) -> Result<bool, PortError> {
+    let due = |last: Option<i64>| last.is_none_or(|last| now_ms - last >= interval_ms);
+    // Most requests find the flush not due: a read, no write.
+    if !due(decimal(store.get(FLUSH_CLAIM_KEY).await?.as_deref())) {
+        return Ok(false);
+    }
     let mut claimed = false;
     store
         .update(FLUSH_CLAIM_KEY, &mut |current| {
-            claimed = decimal(current).is_none_or(|last| now_ms - last >= interval_ms);
+            claimed = due(decimal(current));
             Ok(if claimed {
                 now_ms.to_string().into_bytes()
             } else {

@@ -99,6 +99,18 @@ impl Host {
     pub(crate) fn new(route: Component, kv: Arc<Kv>) -> wasmtime::Result<Host> {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
+        // Spin's engine preallocates instance slots (the pooling allocator): an instance per
+        // request then costs a slot, not fresh mappings.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(256)
+            .total_memories(256)
+            .total_tables(256)
+            // Reused slots keep their first pages mapped: a request's instance then starts
+            // without page faults on the memory every request touches.
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(1 << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let component = wasmtime::component::Component::from_file(&engine, &route.source)
             .with_context(|| format!("loading {}", route.source.display()))?;
