@@ -2,7 +2,7 @@
 # Builds the Spin component (spin.toml's `source`, profile `spin`) and the wasmtime test host
 # (tests/spin-host), then checks the component's imports against edge/spin/imports.txt, so an
 # accidental new import (a platform API Spin may not grant) fails the build.
-# Prints the component's path and the host's path.
+# Prints the component's path and the host's path (absolute).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -11,9 +11,10 @@ cargo build --locked --profile spin --target wasm32-wasip2 -p edgefront-spin >&2
 cargo build --locked --release -p edgefront-spin-host >&2
 wasm="$CARGO_TARGET_DIR/wasm32-wasip2/spin/edgefront_spin.wasm"
 host="$CARGO_TARGET_DIR/release/edgefront-spin-host"
-if ! diff -u edge/spin/imports.txt <("$host" imports "$wasm") >&2; then
+imports=$("$host" imports "$wasm")
+if ! diff -u edge/spin/imports.txt <(printf '%s\n' "$imports") >&2; then
   echo "edge/spin: the component's imports changed (diff above); if intended, update edge/spin/imports.txt" >&2
   exit 1
 fi
-echo "$wasm"
-echo "$host"
+# Absolute: the caller may run from another directory (cargo runs tests from their crate's).
+realpath "$wasm" "$host"

@@ -5,10 +5,10 @@
 //! into it through [`AtomicKeyValue::update`] (compare-and-swap underneath), so two instances
 //! recording at once both count. Delivery to the origin goes by *closed* minutes: a minute is
 //! handed out [`DELIVERY_GRACE_MS`] after it ends, so every instance that flushes at the
-//! same time builds the same delta from the same keys; the first to store it under the
-//! in-flight key wins and the others send those very bytes, which the origin de-duplicates.
-//! The delivered mark is written before the in-flight key is cleared, so a crash in between
-//! only resends.
+//! same time builds the same delta from the same keys; the first to store it in flight wins
+//! and the others send those very bytes, which the origin de-duplicates. The delivered mark and
+//! the delta in flight share one key, so a delta is only put in flight against the mark it was
+//! built from, and acknowledging it moves the mark and clears it in one step.
 
 use std::sync::Mutex;
 
@@ -20,11 +20,9 @@ use crate::ports::{AtomicKeyValue, Counters, MaybeSync, PortError};
 
 /// Keys of the per-minute counter sets (followed by the unix minute, zero-padded).
 pub const MINUTE_PREFIX: &str = "counters/minute/";
-/// The delta handed out for delivery and not yet acknowledged: the last minute it holds
-/// (8 bytes, little endian), then the encoded delta. Empty: none.
-const INFLIGHT_KEY: &str = "counters/inflight";
-/// The newest minute the origin has acknowledged (decimal text).
-const DELIVERED_KEY: &str = "counters/delivered";
+/// Delivery state ([`Delivery`]): the newest minute the origin acknowledged, and the delta
+/// handed out and not yet acknowledged.
+const DELIVERY_KEY: &str = "counters/delivery";
 /// When the last flush was claimed (unix milliseconds, decimal text).
 const FLUSH_CLAIM_KEY: &str = "flush/claimed-at";
 /// A minute is delivered this long after it ends: a request records into the minute it
@@ -40,6 +38,39 @@ fn minute_key(minute: i64) -> String {
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> PortError {
     PortError::Corrupt(format!("{what}: {e}"))
+}
+
+/// What [`DELIVERY_KEY`] holds: the delivered mark (8 bytes little endian, `i64::MIN`: none),
+/// then the delta in flight, if any (its last minute, 8 bytes little endian, then the delta).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Delivery {
+    delivered: Option<i64>,
+    inflight: Option<Vec<u8>>,
+}
+
+impl Delivery {
+    fn decode(bytes: Option<&[u8]>) -> Result<Delivery, PortError> {
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return Ok(Delivery::default());
+        };
+        let (mark, rest) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| PortError::Corrupt("counters delivery: truncated".into()))?;
+        if !rest.is_empty() && rest.len() < 8 {
+            return Err(PortError::Corrupt("counters in flight: truncated".into()));
+        }
+        let mark = i64::from_le_bytes(*mark);
+        Ok(Delivery {
+            delivered: (mark != i64::MIN).then_some(mark),
+            inflight: (!rest.is_empty()).then(|| rest.to_vec()),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.delivered.unwrap_or(i64::MIN).to_le_bytes().to_vec();
+        out.extend_from_slice(self.inflight.as_deref().unwrap_or_default());
+        out
+    }
 }
 
 fn decimal(bytes: Option<&[u8]>) -> Option<i64> {
@@ -93,13 +124,13 @@ impl<S: AtomicKeyValue + MaybeSync> KvCounters<S> {
             .collect())
     }
 
-    async fn delivered(&self) -> Result<Option<i64>, PortError> {
-        Ok(decimal(self.store.get(DELIVERED_KEY).await?.as_deref()))
+    async fn delivery(&self) -> Result<Delivery, PortError> {
+        Delivery::decode(self.store.get(DELIVERY_KEY).await?.as_deref())
     }
 
     /// Drops minutes past their retention (and, with an origin, already delivered).
     async fn prune(&self) -> Result<(), PortError> {
-        let delivered = self.delivered().await?;
+        let delivered = self.delivery().await?.delivered;
         for minute in self.minutes_stored().await? {
             let expired = minute <= self.now_minute - self.retention_minutes;
             let done = !self.delivers
@@ -162,8 +193,10 @@ impl<S: AtomicKeyValue + MaybeSync> Counters for KvCounters<S> {
             })
             .await?;
         // The first record of a minute sweeps old minutes: once a minute, whoever gets there.
+        // The record itself is stored, so a failed sweep must not fail it (a retry would count
+        // it twice); the next minute's sweep tries again.
         if first {
-            self.prune().await?;
+            let _ = self.prune().await;
         }
         Ok(())
     }
@@ -193,17 +226,17 @@ impl<S: AtomicKeyValue + MaybeSync> Counters for KvCounters<S> {
     }
 
     async fn take_pending(&self) -> Result<Option<Vec<u8>>, PortError> {
-        let inflight = match self.store.get(INFLIGHT_KEY).await? {
-            Some(stored) if !stored.is_empty() => stored,
-            _ => {
-                let delivered = self.delivered().await?;
+        let state = self.delivery().await?;
+        let inflight = match state.inflight {
+            Some(inflight) => inflight,
+            None => {
                 let mut minutes: Vec<i64> = self
                     .minutes_stored()
                     .await?
                     .into_iter()
                     .filter(|&m| {
                         (m + 1) * 60_000 + DELIVERY_GRACE_MS <= self.now_ms
-                            && delivered.is_none_or(|d| m > d)
+                            && state.delivered.is_none_or(|d| m > d)
                     })
                     .collect();
                 minutes.sort_unstable();
@@ -220,20 +253,32 @@ impl<S: AtomicKeyValue + MaybeSync> Counters for KvCounters<S> {
                 }
                 let mut built = last.to_le_bytes().to_vec();
                 built.extend_from_slice(&delta.encode());
-                // Whoever stored an in-flight delta first wins; everyone sends that one.
-                self.store
-                    .update(INFLIGHT_KEY, &mut |current| {
-                        Ok(match current {
-                            Some(stored) if !stored.is_empty() => stored.to_vec(),
-                            _ => built.clone(),
-                        })
+                // Put in flight only against the mark it was built from, and only if nothing
+                // is in flight: whoever gets there first wins, everyone sends that one.
+                let stored = self
+                    .store
+                    .update(DELIVERY_KEY, &mut |current| {
+                        let now = Delivery::decode(current)?;
+                        Ok(
+                            if now.inflight.is_none() && now.delivered == state.delivered {
+                                Delivery {
+                                    delivered: now.delivered,
+                                    inflight: Some(built.clone()),
+                                }
+                                .encode()
+                            } else {
+                                current.unwrap_or_default().to_vec()
+                            },
+                        )
                     })
-                    .await?
+                    .await?;
+                match Delivery::decode(Some(&stored))?.inflight {
+                    Some(inflight) => inflight,
+                    // Another instance delivered meanwhile: the next flush builds afresh.
+                    None => return Ok(None),
+                }
             }
         };
-        if inflight.len() < 8 {
-            return Err(PortError::Corrupt("counters in flight: truncated".into()));
-        }
         let payload = inflight[8..].to_vec();
         *lock(&self.taken) = Some(inflight);
         Ok(Some(payload))
@@ -252,19 +297,18 @@ impl<S: AtomicKeyValue + MaybeSync> Counters for KvCounters<S> {
             .split_first_chunk::<8>()
             .ok_or_else(|| PortError::Corrupt("counters in flight: truncated".into()))?;
         let last = i64::from_le_bytes(*last);
+        // Only the delta this instance sent is acknowledged: another may be in flight already.
         self.store
-            .update(DELIVERED_KEY, &mut |current| {
-                let newest = decimal(current).map_or(last, |d| d.max(last));
-                Ok(newest.to_string().into_bytes())
-            })
-            .await?;
-        // Cleared only if it is still the delta this instance sent: another instance may
-        // already have started the next one.
-        self.store
-            .update(INFLIGHT_KEY, &mut |current| {
-                Ok(match current {
-                    Some(stored) if stored != taken.as_slice() => stored.to_vec(),
-                    _ => Vec::new(),
+            .update(DELIVERY_KEY, &mut |current| {
+                let now = Delivery::decode(current)?;
+                Ok(if now.inflight.as_deref() == Some(taken.as_slice()) {
+                    Delivery {
+                        delivered: Some(now.delivered.map_or(last, |d| d.max(last))),
+                        inflight: None,
+                    }
+                    .encode()
+                } else {
+                    current.unwrap_or_default().to_vec()
                 })
             })
             .await?;

@@ -242,3 +242,72 @@ async fn only_one_of_two_instances_claims_a_flush_within_the_interval() {
     assert!(!claim_flush(&store, 12_000, 5_000).await.unwrap());
     assert!(claim_flush(&store, 15_000, 5_000).await.unwrap());
 }
+
+type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A store that runs `hook` once, in the middle of the first listing: another instance's work
+/// landing between two steps of this one.
+struct Hooked {
+    inner: Arc<MemoryKv>,
+    hook: tokio::sync::Mutex<Option<Hook>>,
+}
+
+#[async_trait]
+impl KeyValue for Hooked {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), PortError> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, PortError> {
+        let keys = self.inner.list(prefix, limit).await;
+        if let Some(hook) = self.hook.lock().await.take() {
+            hook.await;
+        }
+        keys
+    }
+}
+
+#[async_trait]
+impl AtomicKeyValue for Hooked {
+    async fn update(&self, key: &str, next: &mut UpdateFn<'_>) -> Result<Vec<u8>, PortError> {
+        self.inner.update(key, next).await
+    }
+}
+
+#[tokio::test]
+async fn a_delta_built_before_another_instance_delivered_is_not_put_in_flight() {
+    let store = Arc::new(MemoryKv::new());
+    at(Arc::clone(&store), NOW)
+        .record(NOW, views(3, "a"))
+        .await
+        .unwrap();
+    at(Arc::clone(&store), NOW + 1)
+        .record(NOW + 1, views(4, "b"))
+        .await
+        .unwrap();
+    // While this instance lists the minutes, another one delivers minute NOW.
+    let other = Arc::clone(&store);
+    let hooked = Arc::new(Hooked {
+        inner: Arc::clone(&store),
+        hook: tokio::sync::Mutex::new(Some(Box::pin(async move {
+            let a = at_ms(other, NOW + 1, DELIVERY_GRACE_MS);
+            a.take_pending().await.unwrap().unwrap();
+            a.ack_pending().await.unwrap();
+        }))),
+    });
+    let late = at(Arc::clone(&hooked), NOW + 3);
+    assert_eq!(
+        late.take_pending().await.unwrap(),
+        None,
+        "a delta built against the old mark would count minute NOW twice"
+    );
+    let next = at(Arc::clone(&store), NOW + 3);
+    let delta = Windows::decode(&next.take_pending().await.unwrap().unwrap()).unwrap();
+    assert_eq!(delta.merged(NOW, NOW).unwrap().count("views"), 0);
+    assert_eq!(delta.merged(NOW + 1, NOW + 1).unwrap().count("views"), 4);
+}

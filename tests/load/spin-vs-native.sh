@@ -13,7 +13,9 @@ command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${EDGEFRONT_CACHE:-$HOME/.cache/edgefront}/target}"
 cargo build --release -q -p edgefront-local
 built=$(edge/spin/build.sh)
-export EDGEFRONT_SPIN_COMPONENT=$(sed -n 1p <<<"$built") EDGEFRONT_SPIN_HOST=$(sed -n 2p <<<"$built")
+EDGEFRONT_SPIN_COMPONENT=$(sed -n 1p <<<"$built")
+EDGEFRONT_SPIN_HOST=$(sed -n 2p <<<"$built")
+export EDGEFRONT_SPIN_COMPONENT EDGEFRONT_SPIN_HOST
 BIN="$CARGO_TARGET_DIR/release/edgefront"
 work=$(mktemp -d)
 pids=()

@@ -59,8 +59,9 @@ async fn answer(req: http::Request<Bytes>) -> http::Response<Bytes> {
     let setup = match ports::Setup::load().await {
         Ok(setup) => setup,
         Err(e) => {
-            // Details to the log only; the client gets the functions' generic 500.
-            eprintln!("edgefront: configuration: {e:#}");
+            // Which setting failed goes to the log (not the parser's message: it may quote the
+            // key file); the client gets the functions' generic 500.
+            eprintln!("edgefront: configuration: {e}");
             return ApiError::Internal(e.to_string()).to_response();
         }
     };
