@@ -27,6 +27,12 @@ pub const ORDERS_COMPLETED: &str = "orders_completed";
 pub const SEARCHES: &str = "searches";
 /// Trending sketch of product views, keyed by product id (the edge resolves SKU-only events).
 pub const TRENDING_PRODUCTS: &str = "trending_products";
+/// Heavy hitters of events by campaign source (`utm_source`, else [`DIRECT`]). A top-k sketch,
+/// not a count per source: sources are client-chosen text, so exact counts would let a client
+/// grow the counter set without bound.
+pub const TRENDING_SOURCES: &str = "trending_sources";
+/// The source of events without a `utm_source`.
+pub const DIRECT: &str = "(direct)";
 
 /// Funnel steps in order: (step name, its unique-visitors metric, the event that reaches it).
 pub const FUNNEL: [(&str, &str, EventName); 4] = [
@@ -106,6 +112,11 @@ pub fn record(set: &mut CounterSet, ev: &EnrichedEvent, is_product: impl Fn(&str
             }
         }
     }
+    set.add_trending(
+        TRENDING_SOURCES,
+        ev.campaign.source.as_deref().unwrap_or(DIRECT),
+        1,
+    );
     let device = match ev.device_class {
         DeviceClass::Desktop => "device:desktop",
         DeviceClass::Mobile => "device:mobile",
@@ -134,6 +145,15 @@ pub struct TopProduct {
     pub product_id: String,
     /// Views in the window.
     pub views: Estimate,
+}
+
+/// One campaign source.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopSource {
+    /// `utm_source`, or [`DIRECT`].
+    pub source: String,
+    /// Events in the window (count-min estimate, error bound ε·N).
+    pub events: Estimate,
 }
 
 /// One arm of an experiment.
@@ -170,6 +190,8 @@ pub struct Report {
     pub experiments: BTreeMap<String, BTreeMap<String, Arm>>,
     /// Device class → events.
     pub devices: BTreeMap<String, Estimate>,
+    /// Campaign sources with the most events.
+    pub sources: Vec<TopSource>,
 }
 
 /// Builds the report from a (merged) counter set.
@@ -233,5 +255,10 @@ pub fn report(set: &mut CounterSet, top: usize) -> Report {
         funnel,
         experiments,
         devices,
+        sources: set
+            .top(TRENDING_SOURCES, top)
+            .into_iter()
+            .map(|(source, events)| TopSource { source, events })
+            .collect(),
     }
 }
