@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use edgefront_shared::alerts::Sensitivity;
+use edgefront_shared::experiment::Plan;
 use edgefront_shared::tax::TaxRates;
 
 /// Settings of one origin process.
@@ -42,6 +44,16 @@ pub struct Settings {
     /// Demo products to seed an empty catalog with (0: none). The dev command passes the edge's
     /// count so both serve the same catalog. Default 0.
     pub seed_demo_products: usize,
+    /// How experiments are judged (α, power, baseline rate, smallest lift). Default:
+    /// [`Plan::default`].
+    pub experiment_plan: Plan,
+    /// How readily alerts fire. Default: [`Sensitivity::default`].
+    pub alert_sensitivity: Sensitivity,
+    /// The window an alert judges, ending a minute ago (late deliveries land first). Default
+    /// 60 minutes.
+    pub alert_window: Duration,
+    /// Earlier weeks the baseline reads. Default 4.
+    pub alert_weeks: u32,
 }
 
 impl Default for Settings {
@@ -61,6 +73,10 @@ impl Default for Settings {
             max_ingest_bytes: 16 << 20,
             max_import_bytes: 64 << 20,
             seed_demo_products: 0,
+            experiment_plan: Plan::default(),
+            alert_sensitivity: Sensitivity::default(),
+            alert_window: Duration::from_secs(60 * 60),
+            alert_weeks: 4,
         }
     }
 }

@@ -31,6 +31,7 @@ fn ms(d: Duration) -> i64 {
 /// Runs every job once.
 pub async fn run_once(state: &AppState) -> Result<JobReport, StoreError> {
     let mut report = JobReport::default();
+    state.flush_outcomes().await?;
     let now = state.clock.now_ms();
     loop {
         let expired = state.store.expire_reservations(now, EXPIRY_BATCH).await?;

@@ -8,8 +8,10 @@
 //! `SKIP LOCKED`; the process keeps nothing that a second replica would need to know. SQLite
 //! (embedded, default) and PostgreSQL (production) run the same SQL and pass the same tests.
 
+pub mod alerting;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod importer;
@@ -19,6 +21,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 
 pub use config::Settings;

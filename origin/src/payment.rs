@@ -82,8 +82,12 @@ impl PaymentProvider for TestProvider {
             "decline" => Ok(Authorization::Declined {
                 reason: "declined by the test provider".into(),
             }),
+            // An outage, for drills and the checkout-error alert's tests.
+            "unavailable" => Err(PaymentError::Unavailable(
+                "the test provider simulated an outage".into(),
+            )),
             _ => Err(PaymentError::Invalid(
-                "outcome must be `approve` or `decline`".into(),
+                "outcome must be `approve`, `decline` or `unavailable`".into(),
             )),
         }
     }

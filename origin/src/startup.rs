@@ -123,6 +123,10 @@ impl RunningOrigin {
 /// The router with its middleware.
 pub fn app(state: AppState) -> Router {
     routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::observe,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
                 "handler panicked".into(),

@@ -1,7 +1,8 @@
 //! What every handler shares: the store, the keys, the authoritative catalog, tax rates, the
 //! payment provider and the clock.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use edgefront_shared::catalog::{CatalogSnapshot, PublishedCatalog};
 use edgefront_shared::tokens::Keyring;
@@ -38,6 +39,8 @@ pub struct Inner {
     /// Time.
     pub clock: Arc<dyn Clock>,
     catalog: RwLock<Arc<Published>>,
+    /// Outcome counts not yet written: `(minute, name) → n`.
+    outcomes: Mutex<BTreeMap<(i64, &'static str), i64>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -64,7 +67,38 @@ impl AppState {
             payments,
             clock,
             catalog: RwLock::new(Arc::new(catalog)),
+            outcomes: Mutex::new(BTreeMap::new()),
         }))
+    }
+
+    fn outcomes(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i64, &'static str), i64>> {
+        // A poisoned tally is still a map of counts; losing it would lose counts.
+        self.outcomes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one outcome (`store::CHECKOUT_*`) in the current minute; the jobs write the tally.
+    pub fn record_outcome(&self, name: &'static str) {
+        let minute = self.clock.now_ms().div_euclid(60_000);
+        *self.outcomes().entry((minute, name)).or_insert(0) += 1;
+    }
+
+    /// Writes the outcome tally to the store; on failure the counts go back for the next round.
+    pub async fn flush_outcomes(&self) -> Result<usize, StoreError> {
+        let taken = std::mem::take(&mut *self.outcomes());
+        let rows: Vec<((i64, String), i64)> = taken
+            .iter()
+            .map(|((m, name), n)| ((*m, (*name).to_owned()), *n))
+            .collect();
+        if let Err(e) = self.store.add_outcome_counts(&rows).await {
+            let mut tally = self.outcomes();
+            for (k, n) in taken {
+                *tally.entry(k).or_insert(0) += n;
+            }
+            return Err(e);
+        }
+        Ok(rows.len())
     }
 
     /// The current catalog.

@@ -349,6 +349,26 @@ fn compress_events<'a>(bodies: impl Iterator<Item = &'a str>) -> Result<Vec<u8>>
     enc.finish().map_err(fail)
 }
 
+/// Outcome name: a checkout or payment call answered.
+pub const CHECKOUT_ATTEMPTS: &str = "checkout:attempts";
+/// Outcome name: a checkout or payment call that failed the shopper (5xx, provider down).
+pub const CHECKOUT_ERRORS: &str = "checkout:errors";
+
+/// What the alerts read for one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowTotals {
+    /// Accepted events (from the edges).
+    pub events: f64,
+    /// Product Viewed events.
+    pub product_views: f64,
+    /// Orders paid.
+    pub paid_orders: f64,
+    /// Checkout and payment calls answered.
+    pub checkout_attempts: f64,
+    /// Those that failed the shopper.
+    pub checkout_errors: f64,
+}
+
 /// Sketch bucket sizes, finest first. Deltas are rolled up into all three on write, so a window
 /// is answered from the coarsest buckets that fit it.
 pub const GRANULARITIES: [(&str, i64); 3] = [("day", 1440), ("hour", 60), ("minute", 1)];
@@ -1312,6 +1332,102 @@ impl Store {
                 .rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Adds tallied outcome counts (`(minute, name) → n`, keys distinct).
+    pub async fn add_outcome_counts(&self, counts: &[((i64, String), i64)]) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO outcome_counts (minute, name, n) VALUES ");
+            sql.push_str(&self.backend.values_list(chunk.len(), 3));
+            sql.push_str(
+                " ON CONFLICT (minute, name) DO UPDATE SET n = outcome_counts.n + excluded.n",
+            );
+            let mut q = sqlx::query(&sql);
+            for ((minute, name), n) in chunk {
+                q = q.bind(*minute).bind(name.as_str()).bind(*n);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The alerts' inputs over `[from_minute, to_minute)`: events, product views, paid orders,
+    /// checkout attempts and errors, and whether anything at all was recorded (a window before
+    /// the shop existed is no history).
+    pub async fn window_totals(&self, from_minute: i64, to_minute: i64) -> Result<WindowTotals> {
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM event_counts \
+              WHERE minute >= $1 AND minute < $2), \
+             (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM event_counts \
+              WHERE minute >= $1 AND minute < $2 AND name = $5), \
+             (SELECT COUNT(*) FROM orders WHERE status = 'paid' \
+              AND settled_ms >= $3 AND settled_ms < $4), \
+             (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM outcome_counts \
+              WHERE minute >= $1 AND minute < $2 AND name = $6), \
+             (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM outcome_counts \
+              WHERE minute >= $1 AND minute < $2 AND name = $7)",
+        )
+        .bind(from_minute)
+        .bind(to_minute)
+        .bind(from_minute.saturating_mul(60_000))
+        .bind(to_minute.saturating_mul(60_000))
+        .bind(EventName::ProductViewed.as_str())
+        .bind(CHECKOUT_ATTEMPTS)
+        .bind(CHECKOUT_ERRORS)
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |i: usize| -> Result<f64> { Ok(row.try_get::<i64, _>(i)? as f64) };
+        Ok(WindowTotals {
+            events: n(0)?,
+            product_views: n(1)?,
+            paid_orders: n(2)?,
+            checkout_attempts: n(3)?,
+            checkout_errors: n(4)?,
+        })
+    }
+
+    /// The first minute with any recorded event count or outcome (none for an empty shop).
+    pub async fn first_recorded_minute(&self) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(minute) FROM event_counts), (SELECT MIN(minute) FROM outcome_counts)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let a: Option<i64> = row.try_get(0)?;
+        let b: Option<i64> = row.try_get(1)?;
+        Ok(match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Event counts per bucket of `bucket_minutes` over `[from_minute, to_minute)`, for the
+    /// named events: `(bucket start minute, name, n)`, empty buckets left out.
+    pub async fn event_series(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+        bucket_minutes: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT minute - ((minute - $1) % $3) AS bucket, name, CAST(SUM(n) AS BIGINT) \
+             FROM event_counts WHERE minute >= $1 AND minute < $2 \
+             GROUP BY bucket, name ORDER BY bucket, name",
+        )
+        .bind(from_minute)
+        .bind(to_minute)
+        .bind(bucket_minutes.max(1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 
     /// Number of raw events stored (tests, diagnostics).

@@ -243,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 None => println!("  origin   forwarding to {origin_url}"),
             }
+            println!("  dashboard {origin_url}/dashboard   (sign in with a marketer token)");
             println!("  keys     {}", keys::key_path(&data_dir).display());
             println!("  token    cargo run --release -- token --role marketer");
             println!("Press Ctrl-C to stop.");

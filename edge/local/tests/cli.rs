@@ -3,23 +3,12 @@
 //! the origin, and events sent to the edge reach the origin's warehouse.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::KillOnDrop;
-
-/// `edgefront token --role <role>`, as the README shows it.
-fn staff_token(role: &str, data_dir: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_edgefront"))
-        .args(["token", "--role", role, "--data-dir", data_dir])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::staff_token;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_its_url_and_accepts_a_token_minted_by_the_token_command() {
@@ -84,7 +73,6 @@ async fn dev_runs_the_whole_stack(edge: Edge) {
     ])
     .args(["--products", "500", "--data-dir", data])
     .env("RUST_LOG", "warn")
-    .stdout(Stdio::piped())
     .stderr(Stdio::null());
     if edge == Edge::Cloudflare {
         // The test command built the worker just before.
@@ -96,29 +84,8 @@ async fn dev_runs_the_whole_stack(edge: Edge) {
         // (EDGEFRONT_SPIN_COMPONENT, EDGEFRONT_SPIN_HOST, inherited).
         cmd.args(["--edge", "spin"]);
     }
-    let mut child = KillOnDrop(cmd.spawn().unwrap());
-    // Port 0 means the printed URLs are the real ones: the edge's first, then the origin's.
-    let stdout = child.0.stdout.take().unwrap();
-    let (mut base, mut origin) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .map(|u| u.split("/v1/").next().unwrap().to_owned());
-        match line.split_whitespace().next() {
-            Some("edge") => base = url,
-            Some("origin") => origin = url,
-            _ => {}
-        }
-        if line.starts_with("Press Ctrl-C") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "dev did not finish starting");
-    }
-    let origin = origin.expect("dev printed an origin URL");
-    let base = base.expect("dev printed an edge URL");
+    // Port 0 means the printed URLs are the real ones.
+    let (mut child, base, origin) = common::spawn_dev(cmd);
 
     let client = reqwest::Client::new();
     let health: serde_json::Value =

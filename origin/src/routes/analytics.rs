@@ -6,7 +6,10 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::routing::get;
 use axum::{Json, Router};
-use edgefront_shared::analytics;
+use std::collections::BTreeMap;
+
+use edgefront_shared::money::Money;
+use edgefront_shared::{analytics, experiment};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -18,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/analytics/events", get(events))
         .route("/v1/analytics/summary", get(summary))
+        .route("/v1/alerts", get(alerts))
 }
 
 /// `[from, to)` in unix minutes: the last `window` minutes including the current one.
@@ -61,13 +65,29 @@ async fn events(
     })))
 }
 
-async fn summary(
-    State(state): State<AppState>,
-    _who: Marketer,
-    uri: Uri,
-) -> Result<Json<Value>, ApiError> {
-    let (from, to, text) = window(&state, &uri)?;
-    let top = match query_param(&uri, "top") {
+/// What the summary and the dashboard show for one window.
+#[derive(Debug)]
+pub struct Summary {
+    /// The window after rounding to stored buckets, unix minutes.
+    pub from: i64,
+    /// Its end.
+    pub to: i64,
+    /// As asked (`15m`, `1h`, …).
+    pub window: String,
+    /// The sketch report.
+    pub report: analytics::Report,
+    /// Paid revenue and orders per currency.
+    pub revenue: Vec<(Money, i64)>,
+    /// Sketch buckets merged.
+    pub buckets: usize,
+    /// Experiment → its analysis.
+    pub experiments: BTreeMap<String, experiment::Analysis>,
+}
+
+/// `window` and `top` from the query, as the summary reads them.
+pub fn summary_query(uri: &Uri) -> Result<(String, usize), ApiError> {
+    let window = query_param(uri, "window").unwrap_or_else(|| "1h".into());
+    let top = match query_param(uri, "top") {
         Some(t) => t
             .parse::<usize>()
             .ok()
@@ -75,21 +95,68 @@ async fn summary(
             .ok_or_else(|| ApiError::InvalidQuery("`top` must be between 1 and 100".into()))?,
         None => 10,
     };
-    let from = sketch_window_start(&state, from, to);
+    Ok((window, top))
+}
+
+/// Reads the summary of the last `window` (a [`parse_window`] text).
+pub async fn summarize(state: &AppState, window: &str, top: usize) -> Result<Summary, ApiError> {
+    let minutes = parse_window(window)?;
+    let to = state.clock.now_ms().div_euclid(60_000) + 1;
+    let from = sketch_window_start(state, to - minutes, to);
     let (mut merged, buckets) = state.store.merged_sketches(from, to).await?;
     let report = analytics::report(&mut merged, top);
-    let revenue: Vec<Value> = state
-        .store
-        .revenue(from * 60_000, to * 60_000)
-        .await?
-        .into_iter()
+    let experiments = report
+        .experiments
+        .iter()
+        .map(|(name, arms)| {
+            let counts = arms
+                .iter()
+                .map(|(variant, arm)| {
+                    let counts = experiment::ArmCounts {
+                        visitors: arm.visitors,
+                        converted: arm.converted,
+                    };
+                    (variant.clone(), counts)
+                })
+                .collect();
+            let analysis = experiment::analyze(&counts, &state.settings.experiment_plan);
+            (name.clone(), analysis)
+        })
+        .collect();
+    let revenue = state.store.revenue(from * 60_000, to * 60_000).await?;
+    Ok(Summary {
+        from,
+        to,
+        window: window.to_owned(),
+        report,
+        revenue,
+        buckets,
+        experiments,
+    })
+}
+
+async fn summary(
+    State(state): State<AppState>,
+    _who: Marketer,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let (window, top) = summary_query(&uri)?;
+    let s = summarize(&state, &window, top).await?;
+    let internal = |e: serde_json::Error| ApiError::Internal(e.to_string());
+    let revenue: Vec<Value> = s
+        .revenue
+        .iter()
         .map(|(amount, orders)| json!({"amount": amount, "orders": orders}))
         .collect();
-    let mut body = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(&s.report).map_err(internal)?;
     if let Value::Object(map) = &mut body {
-        map.insert("window".into(), window_json(from, to, &text));
+        map.insert("window".into(), window_json(s.from, s.to, &s.window));
         map.insert("revenue".into(), Value::Array(revenue));
-        map.insert("buckets_read".into(), buckets.into());
+        map.insert("buckets_read".into(), s.buckets.into());
+        map.insert(
+            "experiment_analysis".into(),
+            serde_json::to_value(&s.experiments).map_err(internal)?,
+        );
     }
     Ok(Json(body))
 }
@@ -108,4 +175,12 @@ fn sketch_window_start(state: &AppState, from: i64, to: i64) -> i64 {
         start = start.div_euclid(1440) * 1440;
     }
     start
+}
+
+/// `GET /v1/alerts`: every alert judged now against its baseline.
+async fn alerts(State(state): State<AppState>, _who: Marketer) -> Result<Json<Value>, ApiError> {
+    let alerts = crate::alerting::evaluate(&state).await?;
+    Ok(Json(
+        serde_json::to_value(&alerts).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .merge(checkout::router())
         .merge(ingest::router())
         .merge(analytics::router())
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -6,5 +6,6 @@ mod helpers;
 
 mod catalog;
 mod checkout;
+mod dashboard;
 mod ingest;
 mod inventory;

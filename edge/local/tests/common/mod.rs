@@ -1,6 +1,10 @@
 //! Helpers for the tests that run the `edgefront` binary.
+// Each test binary includes this module and uses only some of it.
+#![allow(dead_code)]
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A child process killed (and reaped) when the test ends, pass or fail.
 pub(crate) struct KillOnDrop(pub(crate) Child);
@@ -38,4 +42,44 @@ pub(crate) async fn get_json(
         req = req.bearer_auth(token);
     }
     req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Spawns `edgefront dev …` (`cmd`, flags set by the caller) with its stdout piped, and returns
+/// it with the edge's and the origin's base URLs once it has printed them (within 180 s).
+/// With `--edge-addr`/`--origin-addr 127.0.0.1:0` the printed URLs are the real ports.
+pub(crate) fn spawn_dev(mut cmd: Command) -> (KillOnDrop, String, String) {
+    let mut child = KillOnDrop(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    // The edge's URL first, then the origin's, then "Press Ctrl-C".
+    let stdout = child.0.stdout.take().unwrap();
+    let (mut edge, mut origin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(|u| u.split("/v1/").next().unwrap().to_owned());
+        match line.split_whitespace().next() {
+            Some("edge") => edge = url,
+            Some("origin") => origin = url,
+            _ => {}
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dev did not finish starting");
+    }
+    let origin = origin.expect("dev printed an origin URL");
+    let edge = edge.expect("dev printed an edge URL");
+    (child, edge, origin)
+}
+
+/// `edgefront token --role <role>`, as the README shows it.
+pub(crate) fn staff_token(role: &str, data_dir: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefront"))
+        .args(["token", "--role", role, "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
