@@ -12,6 +12,7 @@
 //! from its members' ids; if a retry groups them differently, the origin's per-event ids still
 //! count each event once.
 
+use edgefront_shared::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -54,6 +55,12 @@ pub struct FlushReport {
     pub sketches_sent: bool,
     /// The first failure, if any (the rest will be retried).
     pub error: Option<PortError>,
+}
+
+/// A new trace for one delivery: it carries many requests' events (each keeps its own trace
+/// id), so it is their link, not their child.
+fn delivery_trace<P: Platform>(ports: &P) -> String {
+    TraceContext::continue_or_start(None, &ports.random_id()).header()
 }
 
 /// The outbox key for a batch received at `now_ms`.
@@ -215,7 +222,7 @@ async fn send_group<P: Platform>(
             .collect(),
     })
     .map_err(|e| PortError::Corrupt(format!("coalescing the outbox: {e}")))?;
-    match ports.send_events(body).await {
+    match ports.send_events(body, &delivery_trace(ports)).await {
         Ok(()) => {
             for entry in &group {
                 ports.delete(&entry.key).await?;
@@ -239,7 +246,10 @@ async fn send_one<P: Platform>(
     entry: Entry,
     report: &mut FlushReport,
 ) -> Result<(), PortError> {
-    match ports.send_events(entry.body.clone()).await {
+    match ports
+        .send_events(entry.body.clone(), &delivery_trace(ports))
+        .await
+    {
         Ok(()) => report.batches_sent += 1,
         Err(PortError::Rejected(reason)) => {
             let dead = entry.key.replacen(OUTBOX_PREFIX, DEAD_LETTER_PREFIX, 1);

@@ -320,7 +320,7 @@ impl Origin for NoOrigin {
     fn configured(&self) -> bool {
         false
     }
-    async fn send_events(&self, _batch_json: Vec<u8>) -> Result<(), PortError> {
+    async fn send_events(&self, _batch_json: Vec<u8>, _traceparent: &str) -> Result<(), PortError> {
         Err(PortError::Unavailable("no origin configured".into()))
     }
     async fn send_sketches(&self, _edge_node: &str, _encoded: Vec<u8>) -> Result<(), PortError> {

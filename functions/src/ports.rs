@@ -129,8 +129,9 @@ pub trait Counters {
 pub trait Origin {
     /// Whether an origin is configured at all (a standalone edge keeps counting locally).
     fn configured(&self) -> bool;
-    /// POSTs a JSON batch of enriched events to the origin's ingest endpoint.
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError>;
+    /// POSTs a JSON batch of enriched events to the origin's ingest endpoint, as the span
+    /// `traceparent` names (W3C Trace Context).
+    async fn send_events(&self, batch_json: Vec<u8>, traceparent: &str) -> Result<(), PortError>;
     /// POSTs an encoded sketch delta to the origin's ingest endpoint.
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError>;
     /// GETs the published catalog unless it still has `etag`: `Ok(None)` when unchanged, else
@@ -149,13 +150,13 @@ pub trait Origin {
 pub trait OriginClient {
     /// Whether an origin is configured at all.
     fn configured(&self) -> bool;
-    /// POSTs `body` to `path` with `content_type`, and `X-Edge-Node` when given; the answer
-    /// judged by [`origin_answer`].
+    /// POSTs `body` to `path` with `content_type` and the extra `headers` (lowercase names);
+    /// the answer judged by [`origin_answer`].
     async fn post(
         &self,
         path: &str,
         content_type: &str,
-        edge_node: Option<&str>,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), PortError>;
     /// As [`Origin::fetch_catalog`].
@@ -172,11 +173,11 @@ impl<T: OriginClient + Sync> Origin for T {
         OriginClient::configured(self)
     }
 
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+    async fn send_events(&self, batch_json: Vec<u8>, traceparent: &str) -> Result<(), PortError> {
         self.post(
             origin_paths::INGEST_EVENTS,
             "application/json",
-            None,
+            &[("traceparent", traceparent)],
             batch_json,
         )
         .await
@@ -186,7 +187,7 @@ impl<T: OriginClient + Sync> Origin for T {
         self.post(
             origin_paths::INGEST_SKETCHES,
             "application/octet-stream",
-            Some(edge_node),
+            &[("x-edge-node", edge_node)],
             encoded,
         )
         .await
@@ -343,8 +344,8 @@ impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSy
     fn configured(&self) -> bool {
         self.origin.configured()
     }
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
-        self.origin.send_events(batch_json).await
+    async fn send_events(&self, batch_json: Vec<u8>, traceparent: &str) -> Result<(), PortError> {
+        self.origin.send_events(batch_json, traceparent).await
     }
     async fn send_sketches(&self, edge_node: &str, encoded: Vec<u8>) -> Result<(), PortError> {
         self.origin.send_sketches(edge_node, encoded).await

@@ -243,3 +243,48 @@ pub fn set_header(
     resp.headers_mut().insert(name, v);
     Ok(())
 }
+
+/// The route template a path is served by (`/v1/products/:id`), for metrics and logs: ids
+/// collapse into their parameter, and anything unrouted is `other`, so labels stay few.
+pub fn route_template(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return "other";
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return "other";
+    }
+    match segments.as_slice() {
+        ["health"] => "/v1/health",
+        ["openapi.json"] => "/v1/openapi.json",
+        ["products"] => "/v1/products",
+        ["products", _] => "/v1/products/:id",
+        ["cart"] => "/v1/cart",
+        ["cart", "lines"] => "/v1/cart/lines",
+        ["cart", "lines", _] => "/v1/cart/lines/:sku",
+        ["cart", "code"] => "/v1/cart/code",
+        ["session"] => "/v1/session",
+        ["recommendations"] => "/v1/recommendations",
+        ["events"] => "/v1/events",
+        ["counters"] => "/v1/counters",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod route_template_tests {
+    use super::route_template;
+
+    #[test]
+    fn ids_collapse_and_unknown_paths_share_one_label() {
+        assert_eq!(route_template("/v1/products/p-000001"), "/v1/products/:id");
+        assert_eq!(
+            route_template("/v1/cart/lines/SKU-1"),
+            "/v1/cart/lines/:sku"
+        );
+        assert_eq!(route_template("/v1/events"), "/v1/events");
+        for other in ["/", "/v1/", "/v1/products/", "/v1/x/y/z", "/wp-admin"] {
+            assert_eq!(route_template(other), "other", "{other}");
+        }
+    }
+}

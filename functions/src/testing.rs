@@ -62,6 +62,7 @@ pub struct RecordingOrigin {
     lost_acks: AtomicUsize,
     lost_sketch_acks: AtomicUsize,
     catalog: Mutex<Option<(String, Vec<u8>)>>,
+    traceparents: Mutex<Vec<String>>,
 }
 
 impl Default for RecordingOrigin {
@@ -75,6 +76,7 @@ impl Default for RecordingOrigin {
             lost_acks: AtomicUsize::new(0),
             lost_sketch_acks: AtomicUsize::new(0),
             catalog: Mutex::new(None),
+            traceparents: Mutex::new(Vec::new()),
         }
     }
 }
@@ -116,6 +118,11 @@ impl RecordingOrigin {
         lock(&self.events).clone()
     }
 
+    /// The `traceparent` of every event delivery attempt, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        lock(&self.traceparents).clone()
+    }
+
     /// Sketch deltas received: (edge node, encoded windows), in order.
     pub fn sketch_deltas(&self) -> Vec<(String, Vec<u8>)> {
         lock(&self.sketches).clone()
@@ -136,7 +143,8 @@ impl Origin for RecordingOrigin {
         true
     }
 
-    async fn send_events(&self, batch_json: Vec<u8>) -> Result<(), PortError> {
+    async fn send_events(&self, batch_json: Vec<u8>, traceparent: &str) -> Result<(), PortError> {
+        lock(&self.traceparents).push(traceparent.to_owned());
         let rejected = take_one(&self.rejections);
         if rejected {
             return Err(PortError::Rejected("origin answered 400".into()));

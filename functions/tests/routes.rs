@@ -3291,3 +3291,51 @@ fn a_catalog_published_by_the_origin_replaces_the_served_one_once_per_etag() {
     ));
     assert_eq!(snapshot(&app).version(), 9);
 }
+
+#[test]
+fn a_requests_traceparent_is_continued_into_its_events_and_deliveries_carry_their_own() {
+    let app = app_with_origin();
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let a = send_json(
+        &app,
+        Method::POST,
+        "/v1/events",
+        &[("traceparent", incoming)],
+        &json!({"batch": [viewed("t0", "p-000001")]}),
+    );
+    a.ok(200);
+    // The answer names the request's span: same trace, a new span id.
+    let span = a.headers["traceresponse"].to_str().unwrap().to_owned();
+    assert!(
+        span.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && span != incoming,
+        "{span}"
+    );
+    let events = outbox_events(&app);
+    assert_eq!(events[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // Without one (or with a malformed one), a trace starts at the edge.
+    let b = send_json(
+        &app,
+        Method::POST,
+        "/v1/events",
+        &[("traceparent", "not-a-trace")],
+        &json!({"batch": [viewed("t1", "p-000001")]}),
+    );
+    b.ok(200);
+    let started = b.headers["traceresponse"].to_str().unwrap().to_owned();
+    let trace_id = started.split('-').nth(1).unwrap().to_owned();
+    assert_eq!(trace_id.len(), 32);
+    assert_ne!(trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(outbox_events(&app)[1]["trace_id"], trace_id.as_str());
+
+    run_ready(flush::flush(&app.ports));
+    let sent = app.ports.origin.traceparents();
+    assert_eq!(sent.len(), 1);
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[3]),
+        (4, "00", "01"),
+        "{sent:?}"
+    );
+    assert!(parts[1].len() == 32 && parts[2].len() == 16, "{sent:?}");
+}

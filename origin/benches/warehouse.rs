@@ -34,6 +34,7 @@ fn enriched(batch: usize, now: time::OffsetDateTime) -> Vec<(EnrichedEvent, Stri
         country: Some("DE".into()),
         user_agent: None,
         experiments: BTreeMap::new(),
+        trace_id: None,
     };
     (0..BATCH)
         .map(|i| {
@@ -115,6 +116,7 @@ async fn thirty_days(store: &Store, now_minute: i64) {
                 country: None,
                 user_agent: None,
                 experiments: BTreeMap::from([("recs".into(), "control".into())]),
+                trace_id: None,
             },
         );
         analytics::record(&mut set, &ev, |_| true);

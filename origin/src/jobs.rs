@@ -36,6 +36,11 @@ pub async fn run_once(state: &AppState) -> Result<JobReport, StoreError> {
     loop {
         let expired = state.store.expire_reservations(now, EXPIRY_BATCH).await?;
         report.expired += expired.len();
+        state
+            .metrics
+            .reservations
+            .with_label_values(&["expired"])
+            .inc_by(expired.len() as u64);
         if expired.len() < EXPIRY_BATCH as usize {
             break;
         }

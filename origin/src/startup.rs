@@ -11,7 +11,6 @@ use edgefront_shared::tokens::Keyring;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -132,7 +131,6 @@ pub fn app(state: AppState) -> Router {
                 "handler panicked".into(),
             ))
         }))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 

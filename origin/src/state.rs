@@ -38,6 +38,8 @@ pub struct Inner {
     pub payments: Arc<dyn PaymentProvider>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Prometheus metrics of this process.
+    pub metrics: crate::telemetry::Metrics,
     catalog: RwLock<Arc<Published>>,
     /// Outcome counts not yet written: `(minute, name) → n`.
     outcomes: Mutex<BTreeMap<(i64, &'static str), i64>>,
@@ -66,6 +68,7 @@ impl AppState {
             settings,
             payments,
             clock,
+            metrics: crate::telemetry::Metrics::new(),
             catalog: RwLock::new(Arc::new(catalog)),
             outcomes: Mutex::new(BTreeMap::new()),
         }))

@@ -22,6 +22,7 @@ fn ingest(c: &mut Criterion) {
         country: Some("DE".into()),
         user_agent: None,
         experiments: BTreeMap::from([("recs".to_owned(), "control".to_owned())]),
+        trace_id: None,
     };
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(batch.len() as u64));

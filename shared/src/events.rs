@@ -2077,6 +2077,8 @@ pub struct Enrichment {
     pub user_agent: Option<String>,
     /// Experiment assignments (experiment → variant) for this visitor.
     pub experiments: BTreeMap<String, String>,
+    /// The W3C trace id of the request that carried the event.
+    pub trace_id: Option<String>,
 }
 
 /// A validated event plus edge knowledge, ready to forward to the origin as JSON. It holds no
@@ -2113,6 +2115,10 @@ pub struct EnrichedEvent {
     /// Experiment assignments.
     #[serde(default)]
     pub experiments: BTreeMap<String, String>,
+    /// The W3C trace id of the request that carried it, so a stored event leads back to the
+    /// edge's and the origin's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Typed properties.
     pub properties: Properties,
 }
@@ -2307,6 +2313,7 @@ pub fn enrich(ev: TrackEvent, e: &Enrichment) -> EnrichedEvent {
         device_class,
         campaign,
         experiments: e.experiments.clone(),
+        trace_id: e.trace_id.clone(),
         properties,
     }
 }
@@ -2378,6 +2385,7 @@ mod tests {
             country: Some("DE".to_owned()),
             user_agent: None,
             experiments: BTreeMap::from([("checkout_v2".to_owned(), "b".to_owned())]),
+            trace_id: None,
         }
     }
 

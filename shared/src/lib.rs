@@ -20,3 +20,4 @@ pub mod recommend;
 pub mod sketch;
 pub mod tax;
 pub mod tokens;
+pub mod trace;

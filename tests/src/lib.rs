@@ -4,6 +4,8 @@
 //! local host, workerd (`wrangler dev`) and the Spin component. Cases are independent of each
 //! other's data: they create their own carts and sessions and measure counter deltas.
 
+pub mod openapi;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -23,6 +25,9 @@ pub struct Ctx {
     /// A cart token signed with the host's keys that has already expired, when the runner can
     /// make one.
     pub expired_cart_token: Option<String>,
+    /// Whether the host is the native local host, which also serves what only it has (the
+    /// operations its OpenAPI document marks `x-edgefront-hosts: ["local"]`, e.g. `/metrics`).
+    pub native: bool,
     client: reqwest::Client,
 }
 
@@ -33,6 +38,7 @@ impl Ctx {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             marketer_token: marketer_token.into(),
             expired_cart_token: None,
+            native: false,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
@@ -150,9 +156,11 @@ cases![
     events_that_are_all_invalid_are_a_422_problem,
     events_batches_over_500_are_refused,
     events_accept_text_plain_beacons,
+    a_traceparent_is_continued_by_the_edge,
     counters_require_a_marketer_token,
     counters_count_views_visitors_and_top_products,
     unknown_routes_and_methods_are_problems,
+    the_openapi_document_describes_the_routes_this_host_serves,
 ];
 
 /// Runs every case against `base_url` with tokens signed by `keyring` — a marketer token and a
@@ -160,6 +168,22 @@ cases![
 pub async fn check_host(
     base_url: impl Into<String>,
     keyring: &edgefront_shared::tokens::Keyring,
+) -> anyhow::Result<Vec<String>> {
+    check(base_url, keyring, false).await
+}
+
+/// [`check_host`] for the native local host: also what only it serves.
+pub async fn check_native_host(
+    base_url: impl Into<String>,
+    keyring: &edgefront_shared::tokens::Keyring,
+) -> anyhow::Result<Vec<String>> {
+    check(base_url, keyring, true).await
+}
+
+async fn check(
+    base_url: impl Into<String>,
+    keyring: &edgefront_shared::tokens::Keyring,
+    native: bool,
 ) -> anyhow::Result<Vec<String>> {
     use edgefront_shared::money::Currency;
     use edgefront_shared::tokens::{CartClaims, Role};
@@ -178,6 +202,7 @@ pub async fn check_host(
         catalog_version: 1,
     };
     ctx.expired_cart_token = Some(keyring.sign_cart(&stale, now - 7200, 600)?);
+    ctx.native = native;
     Ok(run_all(&ctx)
         .await
         .iter()
@@ -821,6 +846,43 @@ async fn events_batch_accepts_valid_and_reports_invalid_per_index(ctx: &Ctx) -> 
     Ok(())
 }
 
+async fn a_traceparent_is_continued_by_the_edge(ctx: &Ctx) -> anyhow::Result<()> {
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let traced = ctx
+        .request(Method::POST, "/v1/events")
+        .header("traceparent", &incoming)
+        .json(&view_event(&unique("t"), "p-000001"))
+        .send()
+        .await?;
+    let span = header(&traced, "traceresponse")?;
+    expect_json(traced, StatusCode::OK).await?;
+    // Same trace, this hop's own span.
+    ensure!(
+        span.starts_with(&format!("00-{trace_id}-")) && span != incoming,
+        "traceresponse {span}"
+    );
+    // A write without one starts a trace; a read without one is not traced.
+    let write = post_events(ctx, &view_event(&unique("t"), "p-000001")).await?;
+    let started = header(&write, "traceresponse")?;
+    ensure!(
+        started.len() == 55 && !started.contains(trace_id),
+        "{started}"
+    );
+    let read = ctx.request(Method::GET, "/v1/health").send().await?;
+    ensure!(read.headers().get("traceresponse").is_none());
+    Ok(())
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> anyhow::Result<String> {
+    Ok(resp
+        .headers()
+        .get(name)
+        .with_context(|| format!("no {name} header"))?
+        .to_str()?
+        .to_owned())
+}
+
 async fn events_that_are_all_invalid_are_a_422_problem(ctx: &Ctx) -> anyhow::Result<()> {
     let resp = post_events(
         ctx,
@@ -1000,6 +1062,58 @@ async fn unknown_routes_and_methods_are_problems(ctx: &Ctx) -> anyhow::Result<()
     if allow != "GET" {
         bail!("Allow header {allow}");
     }
+    Ok(())
+}
+
+/// The host's `/v1/openapi.json` is OpenAPI 3.1, and every operation it documents for this host
+/// is routed: called with its documented examples (and the marketer token where a staff token is
+/// asked for), none answers 404 `route_not_found` or 405. Operations limited to the native local
+/// host (`x-edgefront-hosts: ["local"]`, e.g. `/metrics`) are called on that host only.
+async fn the_openapi_document_describes_the_routes_this_host_serves(
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    use openapi::{Document, Need};
+    let resp = ctx.request(Method::GET, "/v1/openapi.json").send().await?;
+    let doc = Document::parse(&expect_json(resp, StatusCode::OK).await?.to_string())?;
+    ensure!(
+        doc.version().starts_with("3.1"),
+        "openapi {}",
+        doc.version()
+    );
+    let supply = |need: Need<'_>| match need {
+        Need::Credential {
+            scheme: "staffToken",
+            ..
+        } => Some(ctx.marketer_token.clone()),
+        _ => None,
+    };
+    let mut unrouted = Vec::new();
+    let mut called = 0;
+    for op in doc.operations() {
+        let here =
+            op.on_every_host() || (ctx.native && op.hosts().is_some_and(|h| h.contains(&"local")));
+        if !here {
+            continue;
+        }
+        for example in doc.example_requests(&op, &supply)? {
+            let answer = openapi::send(&ctx.client, &ctx.base_url, &example).await?;
+            called += 1;
+            if answer.is_routing_error() {
+                unrouted.push(format!(
+                    "{} {}: {}",
+                    example.method,
+                    example.uri,
+                    answer.excerpt()
+                ));
+            }
+        }
+    }
+    ensure!(called >= 16, "only {called} example requests");
+    ensure!(
+        unrouted.is_empty(),
+        "documented but not routed:\n{}",
+        unrouted.join("\n")
+    );
     Ok(())
 }
 

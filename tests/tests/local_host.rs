@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgefront_conformance::check_host;
+use edgefront_conformance::check_native_host;
 use edgefront_local::{EdgeOptions, RunningEdge, keys};
 use edgefront_shared::sketch::Windows;
 use http_body_util::{BodyExt, Full};
@@ -30,7 +30,7 @@ async fn local_host_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let edge = spawn_edge(dir.path(), None).await;
     let keyring = keys::load_or_create(dir.path()).unwrap();
-    let report = check_host(edge.base_url(), &keyring).await.unwrap();
+    let report = check_native_host(edge.base_url(), &keyring).await.unwrap();
     assert!(
         report.is_empty(),
         "{} case(s) failed:\n{}",

@@ -367,15 +367,15 @@ impl OriginClient for FetchOrigin {
         &self,
         path: &str,
         content_type: &str,
-        node: Option<&str>,
+        extra: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), PortError> {
         let headers = Headers::new();
         headers
             .set("content-type", content_type)
             .map_err(unavailable)?;
-        if let Some(node) = node {
-            headers.set("x-edge-node", node).map_err(unavailable)?;
+        for (name, value) in extra {
+            headers.set(name, value).map_err(unavailable)?;
         }
         let mut init = RequestInit::new();
         init.with_method(Method::Post)

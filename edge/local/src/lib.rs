@@ -8,6 +8,7 @@
 
 pub mod keys;
 mod origin;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use origin::HttpOrigin;
+use telemetry::EdgeMetrics;
 
 /// The ports of the local host.
 pub type LocalPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, HttpOrigin, SystemEnv>;
@@ -109,6 +111,8 @@ pub struct RunningEdge {
     pub addr: SocketAddr,
     /// The app (for in-process inspection in tests).
     pub app: Arc<LocalApp>,
+    /// The host's metrics.
+    pub metrics: Arc<EdgeMetrics>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
 }
@@ -151,17 +155,29 @@ pub async fn spawn(opts: EdgeOptions) -> anyhow::Result<RunningEdge> {
     let listener = TcpListener::bind(opts.addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, app.clone(), rx.clone()));
-    tokio::spawn(flush_loop(app.clone(), opts.flush_interval, rx));
+    let metrics = Arc::new(EdgeMetrics::new());
+    let server = tokio::spawn(serve(listener, app.clone(), metrics.clone(), rx.clone()));
+    tokio::spawn(flush_loop(
+        app.clone(),
+        metrics.clone(),
+        opts.flush_interval,
+        rx,
+    ));
     Ok(RunningEdge {
         addr,
         app,
+        metrics,
         shutdown: tx,
         server,
     })
 }
 
-async fn flush_loop(app: Arc<LocalApp>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn flush_loop(
+    app: Arc<LocalApp>,
+    metrics: Arc<EdgeMetrics>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut catalog_etag: Option<String> = None;
@@ -178,6 +194,7 @@ async fn flush_loop(app: Arc<LocalApp>, every: Duration, mut stop: watch::Receiv
                     Err(e) => tracing::warn!(error = %e, "catalog refresh failed; keeping the current one"),
                 }
                 let report = flush::flush(&app.ports).await;
+                metrics.flushed(&report);
                 if let Some(e) = report.error {
                     tracing::warn!(error = %e, left = report.batches_left, "flush to origin failed; will retry");
                 } else if report.batches_sent > 0 || report.sketches_sent {
@@ -189,7 +206,12 @@ async fn flush_loop(app: Arc<LocalApp>, every: Duration, mut stop: watch::Receiv
     }
 }
 
-async fn serve(listener: TcpListener, app: Arc<LocalApp>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    app: Arc<LocalApp>,
+    metrics: Arc<EdgeMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -202,10 +224,14 @@ async fn serve(listener: TcpListener, app: Arc<LocalApp>, mut stop: watch::Recei
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&app, req).await) }
+                        let metrics = metrics.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(observed(&app, &metrics, req).await)
+                        }
                     });
                     if let Err(e) = http1::Builder::new()
                         .keep_alive(true)
@@ -219,6 +245,54 @@ async fn serve(listener: TcpListener, app: Arc<LocalApp>, mut stop: watch::Recei
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Serves `/metrics` itself; everything else goes to the functions, counted per route and
+/// logged at debug with the request's trace id (from the functions' `traceresponse`).
+async fn observed(
+    app: &LocalApp,
+    metrics: &EdgeMetrics,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(metrics.render())));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
+    }
+    let started = std::time::Instant::now();
+    let route = edgefront_functions::request::route_template(req.uri().path());
+    let method = req.method().clone();
+    let resp = handle(app, req).await;
+    let elapsed = started.elapsed();
+    let status = resp.status();
+    metrics
+        .requests
+        .with_label_values(&[route, method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[route, method.as_str()])
+        .observe(elapsed.as_secs_f64());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let trace_id = resp
+            .headers()
+            .get(edgefront_functions::TRACE_RESPONSE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split('-').nth(1))
+            .unwrap_or_default();
+        tracing::debug!(
+            trace_id,
+            %method,
+            route,
+            status = status.as_u16(),
+            micros = elapsed.as_micros() as u64,
+            "answered"
+        );
+    }
+    resp
 }
 
 async fn handle(app: &LocalApp, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {

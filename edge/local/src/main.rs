@@ -534,8 +534,24 @@ async fn stop_requested() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr (stdout carries the commands' own output: URLs, tokens): readable on a
+/// terminal, one JSON object per line otherwise, for log shippers. `RUST_LOG` filters; the
+/// per-request access lines (with their trace ids) are at debug.
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        // The current span's fields (the origin's `trace_id`, route) go on every line.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
 }

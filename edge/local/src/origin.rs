@@ -38,7 +38,7 @@ impl OriginClient for HttpOrigin {
         &self,
         path: &str,
         content_type: &str,
-        edge_node: Option<&str>,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), PortError> {
         let base = self
@@ -50,8 +50,8 @@ impl OriginClient for HttpOrigin {
             .post(format!("{base}{path}"))
             .header("content-type", content_type)
             .body(body);
-        if let Some(node) = edge_node {
-            req = req.header("x-edge-node", node);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let resp = req
             .send()

@@ -38,17 +38,8 @@ fn the_dashboard_signs_in_and_shows_counters_move_in_a_real_browser() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefront"));
-    cmd.args([
-        "dev",
-        "--edge-addr",
-        "127.0.0.1:0",
-        "--origin-addr",
-        "127.0.0.1:0",
-    ])
-    .args(["--products", "200", "--data-dir", data])
-    .env("RUST_LOG", "warn")
-    .stderr(Stdio::inherit());
+    let mut cmd = common::small_dev(data);
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
     let (_dev, edge, origin) = common::spawn_dev(cmd);
     let token = common::staff_token("marketer", data);
 

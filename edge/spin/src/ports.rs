@@ -243,12 +243,12 @@ impl OriginClient for SpinOrigin {
         &self,
         path: &str,
         content_type: &str,
-        node: Option<&str>,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), PortError> {
         let mut req = http::Request::post(self.url(path)?).header("content-type", content_type);
-        if let Some(node) = node {
-            req = req.header("x-edge-node", node);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req
             .body(http_body_util::Full::new(Bytes::from(body)))

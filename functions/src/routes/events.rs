@@ -12,6 +12,7 @@ use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::events::{self, EnrichedEvent, Enrichment, Properties};
 use edgefront_shared::recommend;
 use edgefront_shared::sketch::CounterSet;
+use edgefront_shared::trace::TraceContext;
 use http::{Request, Response, StatusCode, header};
 use serde::Serialize;
 use serde_json::Value;
@@ -113,6 +114,10 @@ pub(crate) async fn ingest<P: Platform>(
         country,
         user_agent,
         experiments: BTreeMap::new(),
+        trace_id: req
+            .extensions()
+            .get::<TraceContext>()
+            .map(|t| t.trace_id.clone()),
     };
     let mut accepted: Vec<EnrichedEvent> = Vec::with_capacity(parsed.len());
     let mut rejected = Vec::new();

@@ -9,7 +9,7 @@ pub(crate) mod session;
 
 use bytes::Bytes;
 use edgefront_shared::money::Currency;
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::App;
 use crate::ports::Platform;
@@ -27,6 +27,23 @@ pub(crate) async fn health<P: Platform>(app: &App<P>) -> Result<Response<Bytes>,
             "products": snapshot.len(),
         }),
     )
+}
+
+/// `GET /v1/openapi.json`: the edge API's OpenAPI 3.1 document (`functions/openapi.json`), the
+/// same static bytes on every host and every request.
+pub(crate) fn openapi() -> Response<Bytes> {
+    const DOCUMENT: &str = include_str!("../../openapi.json");
+    let mut resp = Response::new(Bytes::from_static(DOCUMENT.as_bytes()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
 }
 
 /// The `currency` parameter, or the default.

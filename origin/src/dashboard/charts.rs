@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         // The maximum sits at the top edge, zero on the axis.
         assert!(
-            svg.contains("points=\"56.0,232.0 652.0,12.0 1248.0,122.0\""),
+            svg.contains("points=\"56.0,232.0 662.0,12.0 1268.0,122.0\""),
             "{svg}"
         );
         assert!(svg.contains(">m0<") && svg.contains(">m10<"));

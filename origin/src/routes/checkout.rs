@@ -183,9 +183,23 @@ async fn checkout(
     });
     let idempotency = key.as_deref().zip(fingerprint.as_deref());
     match state.store.create_order(&order, idempotency, now).await? {
-        CheckoutOutcome::Created(order) => Ok(created(&order, false)),
+        CheckoutOutcome::Created(order) => {
+            state
+                .metrics
+                .reservations
+                .with_label_values(&["reserved"])
+                .inc();
+            Ok(created(&order, false))
+        }
         CheckoutOutcome::Replayed(order) => Ok(created(&order, true)),
-        CheckoutOutcome::OutOfStock(skus) => Err(ApiError::OutOfStock(skus)),
+        CheckoutOutcome::OutOfStock(skus) => {
+            state
+                .metrics
+                .reservations
+                .with_label_values(&["out_of_stock"])
+                .inc();
+            Err(ApiError::OutOfStock(skus))
+        }
         CheckoutOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
     }
 }
@@ -262,6 +276,10 @@ async fn pay(
         Authorization::Declined { .. } => (false, "declined".to_owned()),
     };
     let outcome = state.store.settle(&order.id, paid, &reference, now).await?;
+    if let SettleOutcome::Settled(_) = &outcome {
+        let what = if paid { "committed" } else { "released" };
+        state.metrics.reservations.with_label_values(&[what]).inc();
+    }
     match outcome {
         SettleOutcome::Settled(o) | SettleOutcome::AlreadySettled(o) => {
             if paid && let Err(e) = state.payments.capture(&reference).await {

@@ -27,6 +27,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/ingest/sketches", post(sketches))
 }
 
+/// Most trace ids one batch's log line lists.
+const MAX_LOGGED_TRACE_IDS: usize = 100;
+
 /// Events stay as their JSON text, which is what the warehouse stores; each is also decoded
 /// once to validate it and read the indexed fields.
 #[derive(Debug, Deserialize)]
@@ -82,6 +85,37 @@ async fn events(
         .store
         .ingest_events(&batch.batch_id, &batch.edge_node, &rows, now)
         .await?;
+    let m = &state.metrics;
+    m.ingested_events
+        .with_label_values(&["inserted"])
+        .inc_by(outcome.inserted);
+    m.ingested_events
+        .with_label_values(&["duplicate"])
+        .inc_by(outcome.duplicate_events);
+    if !outcome.duplicate_batch {
+        let now_s = now as f64 / 1000.0;
+        for ev in &decoded {
+            let received = ev.received_at.unix_timestamp_nanos() as f64 / 1e9;
+            m.ingest_lag.observe((now_s - received).max(0.0));
+        }
+    }
+    // The delivery is its own trace (this request's span); the events name the requests
+    // that carried them, so one shopper's request is found from the edge's log to here.
+    let mut trace_ids: Vec<&str> = decoded
+        .iter()
+        .filter_map(|e| e.trace_id.as_deref())
+        .collect();
+    trace_ids.sort_unstable();
+    trace_ids.dedup();
+    trace_ids.truncate(MAX_LOGGED_TRACE_IDS);
+    tracing::info!(
+        batch_id = %batch.batch_id,
+        edge_node = %batch.edge_node,
+        inserted = outcome.inserted,
+        duplicates = outcome.duplicate_events,
+        event_trace_ids = %trace_ids.join(","),
+        "event batch ingested"
+    );
     Ok(Json(outcome))
 }
 
@@ -114,5 +148,15 @@ async fn sketches(
         .store
         .ingest_sketches(&node, &digest, &delta, now)
         .await?;
+    let result = if outcome.duplicate_batch {
+        "duplicate"
+    } else {
+        "merged"
+    };
+    state
+        .metrics
+        .sketch_deltas
+        .with_label_values(&[result])
+        .inc();
     Ok(Json(outcome))
 }

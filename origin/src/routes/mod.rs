@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod ingest;
 pub mod inventory;
+pub mod openapi;
 
 use axum::Router;
 use axum::routing::get;
@@ -22,6 +23,8 @@ pub fn router() -> Router<AppState> {
         .merge(ingest::router())
         .merge(analytics::router())
         .merge(crate::dashboard::router())
+        .merge(openapi::router())
+        .merge(crate::telemetry::router())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -29,6 +29,7 @@ fn views_at(ms: i64, prefix: &str, n: usize, source: &str) -> Vec<Value> {
         country: None,
         user_agent: None,
         experiments: BTreeMap::new(),
+        trace_id: None,
     };
     (0..n)
         .map(|i| {
@@ -327,6 +328,7 @@ async fn experiment(app: &TestApp, n: usize, converted: [usize; 2]) -> Value {
                 country: None,
                 user_agent: None,
                 experiments,
+                trace_id: None,
             };
             let mut v = events::demo_event(0);
             v["anonymousId"] = json!(format!("{variant}-{i}"));

@@ -16,6 +16,7 @@ fn enriched(app: &TestApp, offset: usize, n: usize) -> Vec<Value> {
         country: Some("DE".into()),
         user_agent: None,
         experiments: Default::default(),
+        trace_id: None,
     };
     (offset..offset + n)
         .map(|i| {

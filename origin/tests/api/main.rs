@@ -9,3 +9,5 @@ mod checkout;
 mod dashboard;
 mod ingest;
 mod inventory;
+mod observability;
+mod openapi;

@@ -44,6 +44,21 @@ pub(crate) async fn get_json(
     req.send().await.unwrap().json().await.unwrap()
 }
 
+/// `edgefront dev` on free ports with a small catalog in `data`: the stack the dashboard and
+/// observability tests run (the caller adds its environment and stderr).
+pub(crate) fn small_dev(data: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefront"));
+    cmd.args([
+        "dev",
+        "--edge-addr",
+        "127.0.0.1:0",
+        "--origin-addr",
+        "127.0.0.1:0",
+    ])
+    .args(["--products", "200", "--data-dir", data]);
+    cmd
+}
+
 /// Spawns `edgefront dev …` (`cmd`, flags set by the caller) with its stdout piped, and returns
 /// it with the edge's and the origin's base URLs once it has printed them (within 180 s).
 /// With `--edge-addr`/`--origin-addr 127.0.0.1:0` the printed URLs are the real ports.
