@@ -42,6 +42,22 @@ struct OriginArgs {
     /// Minutes a checkout holds stock.
     #[arg(long, default_value_t = 15, env = "EDGEFRONT_RESERVATION_MINUTES")]
     reservation_minutes: u64,
+    /// Alerts fire beyond this many robust spreads from their baseline (lower: more alerts).
+    #[arg(long, default_value_t = 4.0, env = "EDGEFRONT_ALERT_THRESHOLD")]
+    alert_threshold: f64,
+    /// Minutes an alert judges (ending a minute ago), against the same minutes of earlier weeks.
+    #[arg(long, default_value_t = 60, env = "EDGEFRONT_ALERT_WINDOW_MINUTES")]
+    alert_window_minutes: u64,
+    /// Experiments: the control conversion rate the sample size is planned for.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        env = "EDGEFRONT_EXPERIMENT_BASELINE_RATE"
+    )]
+    experiment_baseline_rate: f64,
+    /// Experiments: the smallest relative lift worth detecting (0.2 = +20%).
+    #[arg(long, default_value_t = 0.2, env = "EDGEFRONT_EXPERIMENT_MIN_LIFT")]
+    experiment_min_lift: f64,
 }
 
 #[derive(Subcommand)]
@@ -493,6 +509,19 @@ async fn start_origin(
     if let Some(spec) = &args.tax_rates {
         settings.tax_rates = edgefront_shared::tax::TaxRates::parse(spec)?;
     }
+    anyhow::ensure!(
+        args.alert_threshold.is_finite() && args.alert_threshold > 0.0,
+        "--alert-threshold must be a positive number"
+    );
+    anyhow::ensure!(
+        args.alert_window_minutes >= 1,
+        "--alert-window-minutes must be at least 1"
+    );
+    settings.alert_sensitivity.threshold = args.alert_threshold;
+    settings.alert_window = Duration::from_secs(args.alert_window_minutes.saturating_mul(60));
+    settings.experiment_plan.baseline_rate = args.experiment_baseline_rate;
+    settings.experiment_plan.min_detectable_lift = args.experiment_min_lift;
+    settings.experiment_plan.validate()?;
     let app = edgefront_origin::Application::build(
         settings,
         keyring,

@@ -261,3 +261,26 @@ fn stop_with_ctrl_c(child: &mut std::process::Child) {
     }
     panic!("dev did not stop within 20 s of Ctrl-C");
 }
+
+#[test]
+fn unusable_alert_and_experiment_settings_stop_the_origin_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (flag, value, says) in [
+        ("--alert-threshold", "0", "--alert-threshold"),
+        ("--alert-window-minutes", "0", "--alert-window-minutes"),
+        // 60% × (1 + 100%) is not a rate.
+        ("--experiment-baseline-rate", "0.6", "below 1"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefront"));
+        cmd.args(["origin", "--addr", "127.0.0.1:0", "--data-dir", data])
+            .args([flag, value]);
+        if flag == "--experiment-baseline-rate" {
+            cmd.args(["--experiment-min-lift", "1.0"]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
+}
