@@ -151,3 +151,25 @@ fn answers_to_the_documented_examples_match_the_documented_schemas() {
     assert!(operations.len() >= 16, "{} operations", operations.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn every_documented_path_has_its_own_metrics_label() {
+    // `request::route_template` names routes for the local host's metrics; it must agree with
+    // the routes, or a new route would be counted as `other`.
+    for op in document().operations() {
+        if op.path == "/metrics" {
+            continue;
+        }
+        let label = op.path.replace('{', ":").replace('}', "");
+        let concrete = op
+            .path
+            .replace("{id}", "p-000001")
+            .replace("{sku}", "SKU-1");
+        assert_eq!(
+            edgefront_functions::request::route_template(&concrete),
+            label,
+            "{}",
+            op.name()
+        );
+    }
+}

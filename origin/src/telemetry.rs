@@ -150,8 +150,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// A route template as a metric label: `{id}` becomes `:id`, since braces inside label values
 /// trip up simple exposition parsers (and PromQL regexes) though the format allows them.
-fn label_route(template: &str) -> String {
-    template.replace('{', ":").replace('}', "")
+fn label_route(template: &str) -> std::borrow::Cow<'_, str> {
+    if template.contains('{') {
+        template.replace('{', ":").replace('}', "").into()
+    } else {
+        template.into()
+    }
 }
 
 /// Middleware: continues the request's trace in a span (every log line inside carries its
@@ -193,12 +197,12 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     state
         .metrics
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[&*route, method.as_str(), status.as_str()])
         .inc();
     state
         .metrics
         .latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[&*route, method.as_str()])
         .observe(elapsed.as_secs_f64());
     if method == Method::POST && CHECKOUT_ROUTES.contains(&matched.as_str()) {
         state.record_outcome(CHECKOUT_ATTEMPTS);

@@ -8,6 +8,8 @@
 
 pub mod charts;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, Uri, header};
@@ -21,7 +23,7 @@ use maud::{Markup, html};
 
 use crate::alerting::Alerts;
 use crate::error::ApiError;
-use crate::extract::{Marketer, parse_window};
+use crate::extract::Marketer;
 use crate::routes::analytics::{Summary, summarize, summary_query};
 use crate::state::AppState;
 use charts::{Bar, Series, Step};
@@ -83,12 +85,14 @@ async fn panels(
 ) -> Result<Response, ApiError> {
     let (window, top) = summary_query(&uri)?;
     let summary = summarize(&state, &window, top).await?;
-    let minutes = parse_window(&window)?;
-    let bucket = series_bucket(minutes);
+    let bucket = series_bucket(summary.to - summary.asked_from);
     let series = state
         .store
-        .event_series(summary.to - minutes, summary.to, bucket)
-        .await?;
+        .event_series(summary.asked_from, summary.to, bucket)
+        .await?
+        .into_iter()
+        .map(|(start, name, n)| ((start, name), n))
+        .collect();
     let alerts = crate::alerting::evaluate(&state).await?;
     let catalog = state.catalog();
     let title = |id: &str| {
@@ -100,7 +104,7 @@ async fn panels(
     let markup = render(&View {
         summary: &summary,
         series: &series,
-        from: summary.to - minutes,
+        from: summary.asked_from,
         bucket,
         alerts: &alerts,
         title: &title,
@@ -122,7 +126,8 @@ fn series_bucket(window_minutes: i64) -> i64 {
 /// Everything one render needs.
 struct View<'a> {
     summary: &'a Summary,
-    series: &'a [(i64, String, i64)],
+    /// `(bucket start, event name) → count`.
+    series: &'a BTreeMap<(i64, String), i64>,
     from: i64,
     bucket: i64,
     alerts: &'a Alerts,
@@ -175,12 +180,8 @@ fn render(v: &View<'_>) -> Markup {
                 .map(|i| v.from + i * v.bucket)
                 .take_while(|m| *m < v.summary.to)
                 .map(|start| {
-                    let n = v
-                        .series
-                        .iter()
-                        .find(|(b, n, _)| *b == start && n == name)
-                        .map_or(0, |(_, _, n)| *n);
-                    (start, n as f64)
+                    let n = v.series.get(&(start, (*name).to_owned())).copied();
+                    (start, n.unwrap_or(0) as f64)
                 })
                 .collect(),
         })

@@ -27,9 +27,15 @@ pub fn router() -> Router<AppState> {
 /// `[from, to)` in unix minutes: the last `window` minutes including the current one.
 fn window(state: &AppState, uri: &Uri) -> Result<(i64, i64, String), ApiError> {
     let text = query_param(uri, "window").unwrap_or_else(|| "1h".into());
-    let minutes = parse_window(&text)?;
+    let (from, to) = window_minutes(state, &text)?;
+    Ok((from, to, text))
+}
+
+/// `[from, to)` in unix minutes for a window text: its last minutes, the current one included.
+pub fn window_minutes(state: &AppState, text: &str) -> Result<(i64, i64), ApiError> {
+    let minutes = parse_window(text)?;
     let to = state.clock.now_ms().div_euclid(60_000) + 1;
-    Ok((to - minutes, to, text))
+    Ok((to - minutes, to))
 }
 
 fn window_json(from: i64, to: i64, text: &str) -> Value {
@@ -68,7 +74,9 @@ async fn events(
 /// What the summary and the dashboard show for one window.
 #[derive(Debug)]
 pub struct Summary {
-    /// The window after rounding to stored buckets, unix minutes.
+    /// The window as asked, unix minutes.
+    pub asked_from: i64,
+    /// The window after rounding to stored buckets.
     pub from: i64,
     /// Its end.
     pub to: i64,
@@ -100,9 +108,8 @@ pub fn summary_query(uri: &Uri) -> Result<(String, usize), ApiError> {
 
 /// Reads the summary of the last `window` (a [`parse_window`] text).
 pub async fn summarize(state: &AppState, window: &str, top: usize) -> Result<Summary, ApiError> {
-    let minutes = parse_window(window)?;
-    let to = state.clock.now_ms().div_euclid(60_000) + 1;
-    let from = sketch_window_start(state, to - minutes, to);
+    let (asked_from, to) = window_minutes(state, window)?;
+    let from = sketch_window_start(state, asked_from, to);
     let (mut merged, buckets) = state.store.merged_sketches(from, to).await?;
     let report = analytics::report(&mut merged, top);
     let experiments = report
@@ -125,6 +132,7 @@ pub async fn summarize(state: &AppState, window: &str, top: usize) -> Result<Sum
         .collect();
     let revenue = state.store.revenue(from * 60_000, to * 60_000).await?;
     Ok(Summary {
+        asked_from,
         from,
         to,
         window: window.to_owned(),

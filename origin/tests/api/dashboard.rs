@@ -12,7 +12,7 @@ use edgefront_shared::tokens::Role;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::helpers::{Db, TestApp, assert_problem};
+use crate::helpers::{Db, TestApp, assert_problem, post_batch};
 use crate::{app_or_skip, on_both_backends};
 
 const WEEK_MS: i64 = 7 * 86_400_000;
@@ -49,13 +49,7 @@ fn views_at(ms: i64, prefix: &str, n: usize, source: &str) -> Vec<Value> {
 }
 
 async fn ingest(app: &TestApp, batch: &str, events: &[Value]) {
-    let resp = app
-        .client
-        .post(app.url("/v1/ingest/events"))
-        .json(&json!({"batch_id": batch, "edge_node": "test-node", "events": events}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_batch(app, batch, events).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 

@@ -228,6 +228,16 @@ impl TestApp {
     }
 }
 
+/// POSTs an event batch from edge node `test-node`, as an edge delivers it.
+pub async fn post_batch(app: &TestApp, batch_id: &str, events: &[Value]) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/ingest/events"))
+        .json(&json!({"batch_id": batch_id, "edge_node": "test-node", "events": events}))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn checkout_body(country: &str) -> Value {
     json!({
         "email": "shopper@example.com",

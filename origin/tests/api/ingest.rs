@@ -3,7 +3,7 @@ use edgefront_shared::sketch::Windows;
 use edgefront_shared::tokens::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, assert_problem};
+use crate::helpers::{Db, TestApp, assert_problem, post_batch};
 use crate::{app_or_skip, on_both_backends};
 
 /// `n` enriched demo events received now, with ids `msg-{offset+i}`.
@@ -29,15 +29,6 @@ fn enriched(app: &TestApp, offset: usize, n: usize) -> Vec<Value> {
             serde_json::to_value(events::enrich(ev, &e)).unwrap()
         })
         .collect()
-}
-
-async fn post_batch(app: &TestApp, batch_id: &str, events: &[Value]) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/ingest/events"))
-        .json(&json!({"batch_id": batch_id, "edge_node": "test-node", "events": events}))
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn counts(app: &TestApp, window: &str) -> Value {
