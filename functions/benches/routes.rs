@@ -90,6 +90,7 @@ fn routes_from_parts(c: &mut Criterion) {
             counters: MemoryCounters::new(config.counter_retention_minutes),
             origin: RecordingOrigin::default(),
             env: ManualEnv::new(TEST_NOW_MS),
+            limiter: edgefront_functions::memory::NoRateLimit,
         },
         test_keys(),
         config,

@@ -12,6 +12,7 @@
 //! from its members' ids; if a retry groups them differently, the origin's per-event ids still
 //! count each event once.
 
+use edgefront_shared::privacy::DeliveryPart;
 use edgefront_shared::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -130,6 +131,9 @@ struct Queued {
     batch_id: String,
     edge_node: String,
     events: Vec<Box<RawValue>>,
+    /// Anonymous counts and quarantined events, each part under its own batch's id.
+    #[serde(default)]
+    parts: Vec<DeliveryPart>,
 }
 
 /// A request of coalesced batches.
@@ -138,6 +142,8 @@ struct Coalesced<'a> {
     batch_id: &'a str,
     edge_node: &'a str,
     events: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<&'a DeliveryPart>,
 }
 
 /// One outbox entry read for sending.
@@ -220,6 +226,7 @@ async fn send_group<P: Platform>(
             .iter()
             .flat_map(|q| q.events.iter().map(AsRef::as_ref))
             .collect(),
+        parts: queued.iter().flat_map(|q| q.parts.iter()).collect(),
     })
     .map_err(|e| PortError::Corrupt(format!("coalescing the outbox: {e}")))?;
     match ports.send_events(body, &delivery_trace(ports)).await {

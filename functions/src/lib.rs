@@ -5,12 +5,14 @@
 //! native local host, in Cloudflare Workers and in a Spin component. An adapter only converts
 //! requests and implements ports; business rules live here and in `edgefront-shared`.
 
+pub mod cors;
 pub mod flush;
 pub mod kv_counters;
 pub mod memory;
 pub mod parts;
 pub mod ports;
 pub mod problem;
+pub mod rate_limit;
 pub mod request;
 mod routes;
 pub mod sync;
@@ -26,6 +28,7 @@ use http::{HeaderValue, Method, Request, Response, header};
 
 use crate::ports::Platform;
 use crate::problem::ApiError;
+use crate::rate_limit::RateLimits;
 
 /// The response header carrying the request's span (W3C Trace Context Level 2).
 pub const TRACE_RESPONSE: &str = "traceresponse";
@@ -49,6 +52,22 @@ pub struct Config {
     pub counter_retention_minutes: i64,
     /// Name of the recommendations experiment recorded in events.
     pub experiment: String,
+    /// Request quotas per client IP and per visitor ([`rate_limit`]).
+    pub rate_limits: RateLimits,
+    /// Origins allowed cross-origin access (`https://shop.example`, normalized by
+    /// [`cors::parse_origins`]); empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+}
+
+impl Config {
+    /// The largest body `path` takes: what a host reads at most before answering 413.
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path == "/v1/events" {
+            self.max_events_body_bytes
+        } else {
+            self.max_body_bytes
+        }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +81,8 @@ impl Default for Config {
             max_batch: 500,
             counter_retention_minutes: 60,
             experiment: "recs".to_owned(),
+            rate_limits: RateLimits::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -69,6 +90,12 @@ impl Default for Config {
 /// Headers carrying the platform's geo country (Cloudflare sets `cf-ipcountry`; other adapters
 /// set `x-edge-country`). Adapters must strip client-sent copies where the platform does not.
 pub const GEO_HEADERS: [&str; 2] = ["cf-ipcountry", "x-edge-country"];
+
+/// Put in a request's extensions by a host that stopped reading its body past
+/// [`Config::body_limit`] (the body is then empty): the functions answer 413, with every header
+/// an answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge;
 
 /// Detail of a 5xx answer, left in the response's extensions for the adapter to log.
 #[derive(Debug, Clone)]
@@ -120,13 +147,14 @@ impl<P: Platform> App<P> {
         // costs ~0.9 µs, over half of a product GET answered from memory, for a trace nobody
         // would look for.
         let traced = incoming.is_some() || !matches!(*req.method(), Method::GET | Method::HEAD);
+        let origin = req.headers().get(header::ORIGIN).cloned();
         let mut traceresponse = None;
         if traced {
             let trace = TraceContext::continue_or_start(incoming, &self.ports.random_id());
             traceresponse = HeaderValue::from_str(&trace.header()).ok();
             req.extensions_mut().insert(trace);
         }
-        let mut resp = match self.route(req).await {
+        let mut resp = match self.admit_and_route(req).await {
             Ok(resp) => resp,
             Err(err) => {
                 let mut resp = err.to_response();
@@ -137,12 +165,10 @@ impl<P: Platform> App<P> {
             }
         };
         let h = resp.headers_mut();
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        cors::security_headers(h);
         h.entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
+        cors::decorate(&self.config.cors_origins, origin.as_ref(), h);
         if let Some(v) = traceresponse {
             h.insert(TRACE_RESPONSE, v);
         }
@@ -153,6 +179,26 @@ impl<P: Platform> App<P> {
             *resp.body_mut() = Bytes::new();
         }
         resp
+    }
+
+    /// What comes before routing: the request quotas (a refused request goes no further),
+    /// CORS preflights, and a body the host stopped reading.
+    async fn admit_and_route(&self, req: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        let limits = &self.config.rate_limits;
+        if let Err(refused) =
+            rate_limit::admit(&self.ports, limits, &req, &self.keys, self.ports.now_ms()).await
+        {
+            return Err(ApiError::RateLimited(refused.retry_after_secs));
+        }
+        if cors::is_preflight(&req) {
+            return cors::preflight(&self.config.cors_origins, &req);
+        }
+        if req.extensions().get::<BodyTooLarge>().is_some() {
+            return Err(ApiError::PayloadTooLarge(
+                self.config.body_limit(req.uri().path()),
+            ));
+        }
+        self.route(req).await
     }
 
     async fn route(&self, req: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {

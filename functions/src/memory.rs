@@ -2,7 +2,7 @@
 //! building blocks of in-process tests. They hold no platform state, so they build for every
 //! target (a Durable Object can keep a [`MemoryCounters`] in its isolate, for instance).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
@@ -11,8 +11,10 @@ use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending, Windows};
 
 use crate::ports::{
-    AtomicKeyValue, CatalogSource, Counters, KeyValue, Origin, PortError, UpdateFn,
+    AtomicKeyValue, CatalogSource, Counters, Decision, KeyValue, Origin, PortError, RateKey,
+    RateLimiter, UpdateFn,
 };
+use crate::rate_limit::FixedWindow;
 
 /// Name of the trending sketch fed by product views.
 pub const TRENDING_METRIC: &str = edgefront_shared::analytics::TRENDING_PRODUCTS;
@@ -331,6 +333,56 @@ impl Origin for NoOrigin {
         _etag: Option<&str>,
     ) -> Result<Option<(String, Vec<u8>)>, PortError> {
         Err(PortError::Unavailable("no origin configured".into()))
+    }
+}
+
+/// Fixed-window quotas in memory, on the platform clock it is given: deterministic under a
+/// manual clock, for in-process tests and hosts without a limiter of their own. (The local host
+/// uses a GCRA limiter instead, which does not let a burst through at each minute's start.)
+#[derive(Debug, Default)]
+pub struct MemoryRateLimiter {
+    windows: Mutex<HashMap<String, FixedWindow>>,
+}
+
+impl MemoryRateLimiter {
+    /// No request counted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Windows kept before past minutes are swept out.
+const MEMORY_WINDOWS_SWEPT_AT: usize = 10_000;
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl RateLimiter for MemoryRateLimiter {
+    async fn check(&self, key: &RateKey<'_>, now_ms: i64) -> Result<Decision, PortError> {
+        let mut windows = lock(&self.windows);
+        if windows.len() >= MEMORY_WINDOWS_SWEPT_AT {
+            let minute = now_ms.div_euclid(60_000);
+            windows.retain(|_, w| w.minute >= minute);
+        }
+        let name = key.key();
+        let (next, decision) =
+            FixedWindow::count(windows.get(&name).copied(), now_ms, key.per_minute);
+        if let Some(next) = next {
+            windows.insert(name, next);
+        }
+        Ok(decision)
+    }
+}
+
+/// No quotas: every request is allowed (a host whose platform limits in front of it, or the
+/// ports of a background delivery that serves no requests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRateLimit;
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl RateLimiter for NoRateLimit {
+    async fn check(&self, _key: &RateKey<'_>, _now_ms: i64) -> Result<Decision, PortError> {
+        Ok(Decision::ALLOWED)
     }
 }
 

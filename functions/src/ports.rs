@@ -247,14 +247,103 @@ pub fn origin_answer(status: u16, path: &str) -> Result<(), PortError> {
     }
 }
 
-/// Everything a host provides.
-pub trait Platform: CatalogSource + KeyValue + Counters + Origin + Environment {}
+/// Which quota a request counts against (`crate::rate_limit` decides it per route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// GET and HEAD (and preflights): catalog, cart reads, recommendations.
+    Read,
+    /// Cart and session changes.
+    Write,
+    /// `POST /v1/events`.
+    Events,
+}
 
-impl<T: CatalogSource + KeyValue + Counters + Origin + Environment> Platform for T {}
+/// Whose quota: the client's IP address or the visitor (session visitor id or cart id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The client IP the platform reports.
+    Ip,
+    /// The visitor a verified session or cart token names.
+    Visitor,
+}
+
+/// One quota to check: whose (`scope`, `subject`), for which route class, how many requests
+/// per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateKey<'a> {
+    /// IP or visitor.
+    pub scope: Scope,
+    /// Route class.
+    pub class: RouteClass,
+    /// The IP address or visitor id.
+    pub subject: &'a str,
+    /// Requests allowed per minute (never 0: a quota of 0 is off and not checked).
+    pub per_minute: u32,
+}
+
+impl RateKey<'_> {
+    /// One string naming scope, class and subject, for limiters keyed by text.
+    pub fn key(&self) -> String {
+        let scope = match self.scope {
+            Scope::Ip => "ip",
+            Scope::Visitor => "visitor",
+        };
+        let class = match self.class {
+            RouteClass::Read => "read",
+            RouteClass::Write => "write",
+            RouteClass::Events => "events",
+        };
+        format!("{scope}/{class}/{}", self.subject)
+    }
+}
+
+/// A rate limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed (it was counted).
+    pub allowed: bool,
+    /// When refused: whole seconds until a request would be allowed again (at least 1).
+    pub retry_after_secs: u64,
+}
+
+impl Decision {
+    /// Allowed (and counted).
+    pub const ALLOWED: Decision = Decision {
+        allowed: true,
+        retry_after_secs: 0,
+    };
+
+    /// Refused; try again in `secs` (at least 1).
+    pub fn refused(secs: u64) -> Decision {
+        Decision {
+            allowed: false,
+            retry_after_secs: secs.max(1),
+        }
+    }
+}
+
+/// Per-key request quotas: GCRA in memory (local host), the platform's rate limiting binding
+/// (Cloudflare), a fixed window in key-value (Spin). Which keys and quotas apply is decided in
+/// `crate::rate_limit`, once for every host.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait RateLimiter {
+    /// Counts one request against `key` unless its quota is used up; a refused request is not
+    /// counted. `now_ms` is the platform clock, for limiters that keep time themselves.
+    async fn check(&self, key: &RateKey<'_>, now_ms: i64) -> Result<Decision, PortError>;
+}
+
+/// Everything a host provides.
+pub trait Platform:
+    CatalogSource + KeyValue + Counters + Origin + Environment + RateLimiter
+{
+}
+
+impl<T: CatalogSource + KeyValue + Counters + Origin + Environment + RateLimiter> Platform for T {}
 
 /// A platform assembled from one component per port; adapters plug their own components in.
 #[derive(Debug)]
-pub struct Ports<C, K, N, O, E> {
+pub struct Ports<C, K, N, O, E, L> {
     /// Catalog source.
     pub catalog: C,
     /// Key-value store.
@@ -265,6 +354,8 @@ pub struct Ports<C, K, N, O, E> {
     pub origin: O,
     /// Clock, randomness, node name.
     pub env: E,
+    /// Request quotas.
+    pub limiter: L,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -280,8 +371,14 @@ impl<T> MaybeSync for T {}
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl<C: CatalogSource + MaybeSync, K: MaybeSync, N: MaybeSync, O: MaybeSync, E: MaybeSync>
-    CatalogSource for Ports<C, K, N, O, E>
+impl<
+    C: CatalogSource + MaybeSync,
+    K: MaybeSync,
+    N: MaybeSync,
+    O: MaybeSync,
+    E: MaybeSync,
+    L: MaybeSync,
+> CatalogSource for Ports<C, K, N, O, E, L>
 {
     async fn snapshot(&self) -> Result<Arc<CatalogSnapshot>, PortError> {
         self.catalog.snapshot().await
@@ -294,8 +391,8 @@ impl<C: CatalogSource + MaybeSync, K: MaybeSync, N: MaybeSync, O: MaybeSync, E: 
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl<C: MaybeSync, K: KeyValue + MaybeSync, N: MaybeSync, O: MaybeSync, E: MaybeSync> KeyValue
-    for Ports<C, K, N, O, E>
+impl<C: MaybeSync, K: KeyValue + MaybeSync, N: MaybeSync, O: MaybeSync, E: MaybeSync, L: MaybeSync>
+    KeyValue for Ports<C, K, N, O, E, L>
 {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
         self.kv.get(key).await
@@ -313,8 +410,8 @@ impl<C: MaybeSync, K: KeyValue + MaybeSync, N: MaybeSync, O: MaybeSync, E: Maybe
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl<C: MaybeSync, K: MaybeSync, N: Counters + MaybeSync, O: MaybeSync, E: MaybeSync> Counters
-    for Ports<C, K, N, O, E>
+impl<C: MaybeSync, K: MaybeSync, N: Counters + MaybeSync, O: MaybeSync, E: MaybeSync, L: MaybeSync>
+    Counters for Ports<C, K, N, O, E, L>
 {
     async fn record(&self, minute: i64, delta: CounterSet) -> Result<(), PortError> {
         self.counters.record(minute, delta).await
@@ -338,8 +435,8 @@ impl<C: MaybeSync, K: MaybeSync, N: Counters + MaybeSync, O: MaybeSync, E: Maybe
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSync> Origin
-    for Ports<C, K, N, O, E>
+impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSync, L: MaybeSync>
+    Origin for Ports<C, K, N, O, E, L>
 {
     fn configured(&self) -> bool {
         self.origin.configured()
@@ -358,7 +455,7 @@ impl<C: MaybeSync, K: MaybeSync, N: MaybeSync, O: Origin + MaybeSync, E: MaybeSy
     }
 }
 
-impl<C, K, N, O, E: Environment> Environment for Ports<C, K, N, O, E> {
+impl<C, K, N, O, E: Environment, L> Environment for Ports<C, K, N, O, E, L> {
     fn now_ms(&self) -> i64 {
         self.env.now_ms()
     }
@@ -367,6 +464,22 @@ impl<C, K, N, O, E: Environment> Environment for Ports<C, K, N, O, E> {
     }
     fn edge_node(&self) -> &str {
         self.env.edge_node()
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<
+    C: MaybeSync,
+    K: MaybeSync,
+    N: MaybeSync,
+    O: MaybeSync,
+    E: MaybeSync,
+    L: RateLimiter + MaybeSync,
+> RateLimiter for Ports<C, K, N, O, E, L>
+{
+    async fn check(&self, key: &RateKey<'_>, now_ms: i64) -> Result<Decision, PortError> {
+        self.limiter.check(key, now_ms).await
     }
 }
 

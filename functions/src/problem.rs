@@ -61,6 +61,12 @@ pub enum ApiError {
     /// 422, 409 or 404 with a cart-specific code: the cart change was refused.
     #[error(transparent)]
     Cart(#[from] CartError),
+    /// 429 `rate_limited`: a request quota is used up; `Retry-After` says for how many seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    /// 403 `cors_origin_not_allowed`: a CORS preflight from an origin not on the allow-list.
+    #[error("cross-origin requests from this origin are not allowed")]
+    CorsOriginNotAllowed,
     /// 503 `unavailable`: a platform service failed; retry later.
     #[error("a backing service is unavailable")]
     Unavailable(PortError),
@@ -120,6 +126,8 @@ impl ApiError {
                 CartError::UnknownCode => (S::UNPROCESSABLE_ENTITY, "invalid_promotion_code"),
                 CartError::Money(_) => (S::UNPROCESSABLE_ENTITY, "amount_out_of_range"),
             },
+            ApiError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::CorsOriginNotAllowed => (S::FORBIDDEN, "cors_origin_not_allowed"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -160,8 +168,14 @@ impl ApiError {
             HeaderValue::from_static(problem::CONTENT_TYPE),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let ApiError::MethodNotAllowed(allow) = self {
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        match self {
+            ApiError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            _ => {}
         }
         resp
     }

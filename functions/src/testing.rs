@@ -13,7 +13,7 @@ use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{CatalogSnapshot, demo_catalog};
 use edgefront_shared::tokens::Keyring;
 
-use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv, lock};
+use crate::memory::{MemoryCatalog, MemoryCounters, MemoryKv, MemoryRateLimiter, lock};
 use crate::ports::{Environment, Origin, PortError, Ports};
 use crate::{App, Config};
 
@@ -187,7 +187,8 @@ impl Origin for RecordingOrigin {
 }
 
 /// Ports of an in-process test app.
-pub type TestPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>;
+pub type TestPorts =
+    Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv, MemoryRateLimiter>;
 
 /// 2026-11-27T00:00:00Z, the tests' "now".
 pub const TEST_NOW_MS: i64 = 1_795_737_600_000;
@@ -211,17 +212,26 @@ pub fn test_app(products: usize) -> App<TestPorts> {
 pub fn test_app_with<O: Origin + crate::ports::MaybeSync>(
     products: usize,
     origin: O,
-) -> App<Ports<MemoryCatalog, MemoryKv, MemoryCounters, O, ManualEnv>> {
+) -> App<Ports<MemoryCatalog, MemoryKv, MemoryCounters, O, ManualEnv, MemoryRateLimiter>> {
+    test_app_configured(products, origin, Config::default())
+}
+
+/// The same app with another origin component and another configuration (quotas, CORS).
+pub fn test_app_configured<O: Origin + crate::ports::MaybeSync>(
+    products: usize,
+    origin: O,
+    config: Config,
+) -> App<Ports<MemoryCatalog, MemoryKv, MemoryCounters, O, ManualEnv, MemoryRateLimiter>> {
     let snapshot =
         CatalogSnapshot::build_with_promotions(1, demo_catalog(products, 42), demo_promotions())
             .unwrap_or_else(|e| panic!("demo catalog: {e}"));
-    let config = Config::default();
     let ports = Ports {
         catalog: MemoryCatalog::new(snapshot),
         kv: MemoryKv::new(),
         counters: MemoryCounters::new(config.counter_retention_minutes),
         origin,
         env: ManualEnv::new(TEST_NOW_MS),
+        limiter: MemoryRateLimiter::new(),
     };
     App::new(ports, test_keys(), config)
 }

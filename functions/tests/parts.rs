@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
+use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv, NoRateLimit};
 use edgefront_functions::parts::{self, PartsCatalog};
 use edgefront_functions::ports::{
     CatalogSource, Counters, Environment, KeyValue, PortError, Ports,
@@ -64,7 +64,7 @@ fn published() -> PublishedCatalog {
 
 fn app_over<C: CatalogSource + Send + Sync>(
     catalog: C,
-) -> App<Ports<C, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>> {
+) -> App<Ports<C, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv, NoRateLimit>> {
     let config = Config::default();
     let ports = Ports {
         catalog,
@@ -72,13 +72,25 @@ fn app_over<C: CatalogSource + Send + Sync>(
         counters: MemoryCounters::new(config.counter_retention_minutes),
         origin: RecordingOrigin::default(),
         env: ManualEnv::new(TEST_NOW_MS),
+        limiter: NoRateLimit,
     };
     App::new(ports, test_keys(), config)
 }
 
 struct Pair {
-    whole: App<Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>>,
-    parts: App<Ports<PartsCatalog<Watched>, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv>>,
+    whole: App<
+        Ports<MemoryCatalog, MemoryKv, MemoryCounters, RecordingOrigin, ManualEnv, NoRateLimit>,
+    >,
+    parts: App<
+        Ports<
+            PartsCatalog<Watched>,
+            MemoryKv,
+            MemoryCounters,
+            RecordingOrigin,
+            ManualEnv,
+            NoRateLimit,
+        >,
+    >,
     kv: Watched,
 }
 

@@ -319,8 +319,16 @@ fn added(visitor: &str, product_id: &str) -> Value {
            "properties": {"product_id": product_id, "quantity": 1}})
 }
 
+/// Posts events as a shopper who consented to analytics (a session token saying so).
 fn post_events<P: Platform>(app: &App<P>, body: &Value) -> Answer {
-    send_json(app, Method::POST, "/v1/events", &[], body)
+    let (session, _) = new_session(app, true, false);
+    send_json(
+        app,
+        Method::POST,
+        "/v1/events",
+        &[("x-session-token", &session)],
+        body,
+    )
 }
 
 /// Posts a batch that must be fully accepted.
@@ -344,6 +352,26 @@ fn outbox_events<P: Platform>(app: &App<P>) -> Vec<Value> {
         events.extend(batch["events"].as_array().unwrap().iter().cloned());
     }
     events
+}
+
+/// Every delivery part (anonymous counts, quarantined events) queued in the outbox.
+fn outbox_parts<P: Platform>(app: &App<P>) -> Vec<Value> {
+    let keys = run_ready(app.ports.list(OUTBOX_PREFIX, usize::MAX)).unwrap();
+    let mut parts = Vec::new();
+    for key in keys {
+        let raw = run_ready(app.ports.get(&key)).unwrap().unwrap();
+        let batch: Value = serde_json::from_slice(&raw).unwrap();
+        if let Some(p) = batch["parts"].as_array() {
+            parts.extend(p.iter().cloned());
+        }
+    }
+    parts
+}
+
+/// The pseudonym the edge stores for visitor id `raw` today (`privacy`).
+fn pseudonym<P: Platform>(app: &App<P>, raw: &str) -> String {
+    let day = i64::try_from(now_secs(app)).unwrap() / edgefront_shared::privacy::SALT_ROTATION_SECS;
+    app.keys().visitor_salt().pseudonym(day, raw)
 }
 
 fn marketer_token<P: Platform>(app: &App<P>) -> String {
@@ -1037,7 +1065,12 @@ fn no_odd_request_panics_and_each_is_a_4xx_problem() {
             .collect::<String>();
         send(&app, req).any_client_problem(&what);
     }
-    assert_eq!(app.ports.kv.len(), before, "no odd request queued an event");
+    // Malformed events were quarantined (parts), but no odd request queued an event.
+    assert_eq!(app.ports.kv.len(), before + outbox_parts(&app).len());
+    assert!(
+        outbox_events(&app).is_empty(),
+        "no odd request queued an event"
+    );
 }
 
 #[test]
@@ -2191,7 +2224,8 @@ fn a_batch_with_some_invalid_events_accepts_the_rest_and_reports_rejects_by_inde
         .iter()
         .map(|e| e["anonymous_id"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["v1", "v2", "v1"]);
+    let (v1, v2) = (pseudonym(&app, "v1"), pseudonym(&app, "v2"));
+    assert_eq!(names, [&v1, &v2, &v1]);
     let mut event_ids: Vec<&str> = queued
         .iter()
         .map(|e| e["event_id"].as_str().unwrap())
@@ -2220,7 +2254,7 @@ fn a_single_event_and_a_text_plain_beacon_are_accepted() {
 }
 
 #[test]
-fn a_refused_event_batch_changes_no_counter_and_queues_nothing() {
+fn a_refused_event_batch_changes_no_counter_and_queues_only_its_quarantine() {
     let app = test_app(PRODUCTS);
     post_batch(
         &app,
@@ -2245,6 +2279,22 @@ fn a_refused_event_batch_changes_no_counter_and_queues_nothing() {
         .map(|r| r["index"].as_u64().unwrap())
         .collect();
     assert_eq!(indexes, [0, 1, 2]);
+    // Queued for the origin's quarantine with their reasons, and no event.
+    assert_eq!(app.ports.kv.len(), outbox_before + 1);
+    assert_eq!(outbox_events(&app).len(), 2);
+    let parts = outbox_parts(&app);
+    assert_eq!(parts.len(), 1);
+    let quarantined = parts[0]["quarantined"].as_array().unwrap();
+    assert_eq!(quarantined.len(), 3);
+    assert_eq!(quarantined[2]["name"], "Nope");
+    assert!(
+        quarantined[0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("anonymousId")
+    );
+    assert!(!quarantined[1]["payload"].as_str().unwrap().contains("v9"));
+    let outbox_before = outbox_before + 1;
 
     // Too many events: refused whole, even though each one is valid.
     let max = Config::default().max_batch;
@@ -2584,6 +2634,7 @@ fn accepted_events_are_queued_in_the_outbox_with_their_enrichment() {
             "/v1/events",
             &[
                 ("content-type", "application/json"),
+                ("x-session-token", &new_session(&app, true, false).0),
                 ("cf-ipcountry", "de"),
                 (
                     "user-agent",
@@ -2649,11 +2700,16 @@ fn the_experiment_arm_in_queued_events_is_the_one_recommendations_showed() {
     post_batch(&app, events);
     let queued = outbox_events(&app);
     assert_eq!(queued.len(), visitors.len());
+    // Queued under pseudonyms; the arm was assigned from the visitor's own id.
+    let by_pseudonym: BTreeMap<String, &String> = visitors
+        .iter()
+        .map(|(v, arm)| (pseudonym(&app, v), arm))
+        .collect();
     for event in &queued {
         let visitor = event["anonymous_id"].as_str().unwrap();
         assert_eq!(
             event["experiments"]["recs"],
-            visitors[visitor].as_str(),
+            by_pseudonym[visitor].as_str(),
             "{event}"
         );
     }
@@ -2751,11 +2807,11 @@ fn a_flush_delivers_event_batches_and_the_sketch_delta_and_empties_the_outbox() 
         .iter()
         .map(|e| e["anonymous_id"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        visitors,
-        ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "c0"],
-        "events keep their enqueue order"
-    );
+    let expected: Vec<String> = ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "c0"]
+        .iter()
+        .map(|v| pseudonym(&app, v))
+        .collect();
+    assert_eq!(visitors, expected, "events keep their enqueue order");
 
     let delta = received_sketches(&app.ports.origin);
     assert_eq!(delta.len(), 2, "one bucket per minute with events");
@@ -3012,7 +3068,10 @@ fn a_batch_the_origin_refuses_for_good_is_dead_lettered_and_does_not_block_the_n
     assert_eq!(dead.len(), 1);
     let delivered = received_events(&app.ports.origin);
     assert_eq!(delivered.len(), 1);
-    assert_eq!(delivered[0]["events"][0]["anonymous_id"], "v2");
+    assert_eq!(
+        delivered[0]["events"][0]["anonymous_id"],
+        pseudonym(&app, "v2").as_str()
+    );
 }
 
 #[test]
@@ -3295,12 +3354,13 @@ fn a_catalog_published_by_the_origin_replaces_the_served_one_once_per_etag() {
 #[test]
 fn a_requests_traceparent_is_continued_into_its_events_and_deliveries_carry_their_own() {
     let app = app_with_origin();
+    let (session, _) = new_session(&app, true, false);
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let a = send_json(
         &app,
         Method::POST,
         "/v1/events",
-        &[("traceparent", incoming)],
+        &[("traceparent", incoming), ("x-session-token", &session)],
         &json!({"batch": [viewed("t0", "p-000001")]}),
     );
     a.ok(200);
@@ -3318,7 +3378,10 @@ fn a_requests_traceparent_is_continued_into_its_events_and_deliveries_carry_thei
         &app,
         Method::POST,
         "/v1/events",
-        &[("traceparent", "not-a-trace")],
+        &[
+            ("traceparent", "not-a-trace"),
+            ("x-session-token", &session),
+        ],
         &json!({"batch": [viewed("t1", "p-000001")]}),
     );
     b.ok(200);
@@ -3338,4 +3401,164 @@ fn a_requests_traceparent_is_continued_into_its_events_and_deliveries_carry_thei
         "{sent:?}"
     );
     assert!(parts[1].len() == 32 && parts[2].len() == 16, "{sent:?}");
+}
+
+/// Everything the outbox holds, as text: what would reach the origin.
+fn outbox_text<P: Platform>(app: &App<P>) -> String {
+    let keys = run_ready(app.ports.list("", usize::MAX)).unwrap();
+    keys.iter()
+        .map(|k| String::from_utf8(run_ready(app.ports.get(k)).unwrap().unwrap()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A view with the IP and user agent a Segment client sends in `context`.
+fn viewed_from(visitor: &str, ip: &str) -> Value {
+    json!({"type": "track", "event": "Product Viewed", "anonymousId": visitor, "userId": "customer-7",
+           "context": {"ip": ip, "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile"},
+           "properties": {"product_id": "p-000010", "currency": "EUR"}})
+}
+
+#[test]
+fn events_without_consent_update_only_anonymous_counters_and_queue_no_event() {
+    let app = app_with_origin();
+    // No session; a session without analytics consent; an expired one; a forged one that
+    // claims consent: all four count anonymously.
+    let (declined, _) = new_session(&app, false, true);
+    let forged = Keyring::new(&[("test".to_owned(), vec![9; 32])])
+        .unwrap()
+        .sign_session(
+            &SessionClaims {
+                visitor_id: "x".into(),
+                consent: Consent {
+                    analytics: true,
+                    personalization: true,
+                },
+                affinity: BTreeMap::new(),
+            },
+            now_secs(&app),
+            3600,
+        )
+        .unwrap();
+    let (expired, _) = new_session(&app, true, false);
+    app.ports
+        .env
+        .advance_ms(i64::try_from(Config::default().session_ttl_secs + 3600).unwrap() * 1000);
+    let before = counters(&app, "15m");
+    for (i, headers) in [
+        vec![],
+        vec![("x-session-token", declined.as_str())],
+        vec![("x-session-token", expired.as_str())],
+        vec![("x-session-token", forged.as_str())],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let batch = json!({"batch": [
+            viewed_from(&format!("anon-{i}"), "203.0.113.77"),
+            added(&format!("anon-{i}"), "p-000010"),
+        ]});
+        let a = send_json(&app, Method::POST, "/v1/events", &headers, &batch);
+        assert_eq!(a.ok(200)["accepted"], 2);
+    }
+    let c = counters(&app, "15m");
+    assert_eq!(exact(&c["events"]) - exact(&before["events"]), 8);
+    assert_eq!(exact(&c["product_views"]), 4);
+    assert_eq!(exact(&c["add_to_cart"]), 4);
+    // No visitor id reached a sketch: no uniques, funnel or experiment arms.
+    assert_eq!(c["unique_visitors"], before["unique_visitors"]);
+    assert_eq!(c["funnel"], before["funnel"]);
+    assert_eq!(c["experiments"], before["experiments"]);
+
+    // The outbox holds no event, only each anonymous event's id, minute and name.
+    assert!(outbox_events(&app).is_empty());
+    let parts = outbox_parts(&app);
+    assert_eq!(parts.len(), 4);
+    let mut counted = BTreeMap::new();
+    for part in &parts {
+        assert!(part["quarantined"].is_null());
+        for event in part["anonymous"].as_array().unwrap() {
+            // Only what counting it once needs: its id, minute and name.
+            let keys: BTreeSet<&str> = event
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, BTreeSet::from(["id", "minute", "name"]));
+            *counted
+                .entry(event["name"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        counted,
+        BTreeMap::from([
+            ("Product Added".to_owned(), 4),
+            ("Product Viewed".to_owned(), 4)
+        ])
+    );
+    let text = outbox_text(&app);
+    for leak in ["anon-", "customer-7", "203.0.113.77", "iPhone"] {
+        assert!(
+            !text.contains(leak),
+            "{leak} would reach the origin: {text}"
+        );
+    }
+}
+
+#[test]
+fn consented_events_carry_a_daily_pseudonym_never_the_visitors_id_ip_or_user_agent() {
+    let app = app_with_origin();
+    let (session, _) = new_session(&app, true, false);
+    let send = |visitor: &str| {
+        send_json(
+            &app,
+            Method::POST,
+            "/v1/events",
+            &[
+                ("x-session-token", &session),
+                ("x-forwarded-for", "198.51.100.23"),
+            ],
+            &json!({"batch": [viewed_from(visitor, "203.0.113.77")]}),
+        )
+        .ok(200);
+    };
+    send("visitor-raw-1");
+    send("visitor-raw-1");
+    let events = outbox_events(&app);
+    assert_eq!(events.len(), 2);
+    let today = pseudonym(&app, "visitor-raw-1");
+    assert!(today.starts_with(edgefront_shared::privacy::PSEUDONYM_PREFIX));
+    assert_eq!(events[0]["anonymous_id"], today.as_str());
+    assert_eq!(
+        events[1]["anonymous_id"],
+        today.as_str(),
+        "stable within a day"
+    );
+    assert_eq!(events[0]["user_id"], pseudonym(&app, "customer-7").as_str());
+    assert_eq!(events[0]["device_class"], "mobile");
+    assert_about(&counters(&app, "15m")["unique_visitors"], 1);
+    // The next UTC day, the same visitor gets another pseudonym.
+    app.ports.env.advance_ms(86_400_000);
+    send("visitor-raw-1");
+    let events = outbox_events(&app);
+    assert_ne!(
+        events[2]["anonymous_id"],
+        today.as_str(),
+        "the salt rotated"
+    );
+    let text = outbox_text(&app);
+    for leak in [
+        "visitor-raw-1",
+        "customer-7",
+        "203.0.113.77",
+        "198.51.100.23",
+        "iPhone",
+    ] {
+        assert!(
+            !text.contains(leak),
+            "{leak} would reach the origin: {text}"
+        );
+    }
 }

@@ -62,6 +62,11 @@ pub enum ApiError {
     /// 409 `idempotency_key_reused`: the key was used with a different request.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// 409 `cart_already_checked_out`: the cart token's cart already has a live (unpaid or paid)
+    /// order, named in `order_id`; a cart is spent by its checkout. An `Idempotency-Key` retry
+    /// of that checkout is answered with the order instead.
+    #[error("this cart was already checked out")]
+    CartAlreadyCheckedOut(Option<String>),
     /// 409 `order_not_payable`: the order is no longer pending payment.
     #[error("order is {0} and cannot be paid")]
     OrderNotPayable(String),
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::UnsupportedCountry(_) => (S::UNPROCESSABLE_ENTITY, "unsupported_country"),
             ApiError::OutOfStock(_) => (S::CONFLICT, "out_of_stock"),
             ApiError::IdempotencyKeyReused => (S::CONFLICT, "idempotency_key_reused"),
+            ApiError::CartAlreadyCheckedOut(_) => (S::CONFLICT, "cart_already_checked_out"),
             ApiError::OrderNotPayable(_) => (S::CONFLICT, "order_not_payable"),
             ApiError::BelowReserved(_) => (S::CONFLICT, "below_reserved"),
             ApiError::PaymentUnavailable(_) => (S::BAD_GATEWAY, "payment_provider_unavailable"),
@@ -137,6 +143,9 @@ impl IntoResponse for ApiError {
         let extensions = match &self {
             ApiError::OutOfStock(skus) | ApiError::UnknownSkus(skus) => {
                 Some(serde_json::json!({ "skus": skus }))
+            }
+            ApiError::CartAlreadyCheckedOut(Some(order_id)) => {
+                Some(serde_json::json!({ "order_id": order_id }))
             }
             _ => None,
         };

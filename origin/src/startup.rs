@@ -131,7 +131,22 @@ pub fn app(state: AppState) -> Router {
                 "handler panicked".into(),
             ))
         }))
+        // Outermost, so panics, 404s and 405s carry them too.
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The security headers of every origin answer, the edge's set
+/// ([`edgefront_shared::problem::SECURITY_HEADERS`]); the dashboard keeps the policy it sets for
+/// its page, script and styles. Headers a handler set are kept.
+async fn security_headers(mut resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderName, HeaderValue};
+    let h = resp.headers_mut();
+    for (name, value) in edgefront_shared::problem::SECURITY_HEADERS {
+        h.entry(HeaderName::from_static(name))
+            .or_insert(HeaderValue::from_static(value));
+    }
+    resp
 }
 
 async fn seed_demo(store: &Store, n: usize, now: i64) -> Result<(), StartupError> {

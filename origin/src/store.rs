@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use edgefront_shared::events::{EnrichedEvent, EventName};
 use edgefront_shared::money::{Currency, Money};
+use edgefront_shared::privacy::DeliveryPart;
 use edgefront_shared::sketch::{CounterSet, SketchError, Windows};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -210,6 +211,9 @@ pub enum CheckoutOutcome {
     OutOfStock(Vec<String>),
     /// The idempotency key was used with a different request; nothing was written.
     KeyReused,
+    /// The cart already has a live order (this one, if still known): a cart token is spent by
+    /// its checkout. Nothing was written.
+    CartSpent(Option<String>),
 }
 
 /// The result of settling a payment.
@@ -234,6 +238,47 @@ pub struct IngestOutcome {
     pub inserted: u64,
     /// Events skipped because their id was already stored.
     pub duplicate_events: u64,
+}
+
+/// What [`Store::ingest_parts`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartsOutcome {
+    /// Parts whose quarantine was applied before (changed nothing).
+    pub duplicate_parts: u64,
+    /// Events counted anonymously (not seen before).
+    pub anonymous_events: u64,
+    /// Events quarantined.
+    pub quarantined: u64,
+}
+
+/// One quarantined event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantinedRow {
+    /// The edge request it came in.
+    pub batch_id: String,
+    /// Its position there.
+    pub index: i64,
+    /// The edge node.
+    pub edge_node: String,
+    /// When the origin received it (unix ms).
+    pub received_ms: i64,
+    /// The event name it claimed.
+    pub name: Option<String>,
+    /// Why it was refused.
+    pub reasons: Vec<String>,
+    /// The scrubbed payload.
+    pub payload: String,
+}
+
+/// What [`Store::quarantined`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineReport {
+    /// Quarantined events in the window.
+    pub total: i64,
+    /// Per claimed event name (`""`: none), most first.
+    pub by_name: Vec<(String, i64)>,
+    /// The newest ones.
+    pub items: Vec<QuarantinedRow>,
 }
 
 /// Rows per multi-row `INSERT`: 500 × 6 parameters stays under both databases' limits.
@@ -276,7 +321,7 @@ impl<'a> StoredEvent<'a> {
 /// `json_each` about four times faster than hex blobs). Two distinct events are taken for one
 /// only if they share a minute and a 64-bit hash: with n events in a minute the chance is
 /// n²/2⁶⁵, under 10⁻⁹ per minute below 190,000 events a minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct EventKey {
     minute: i64,
     id: i64,
@@ -284,12 +329,16 @@ struct EventKey {
 
 impl EventKey {
     fn of(ev: &StoredEvent<'_>) -> Self {
+        EventKey::new(ev.minute, ev.event_id)
+    }
+
+    fn new(minute: i64, event_id: &str) -> Self {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(ev.event_id.as_bytes());
+        let digest = Sha256::digest(event_id.as_bytes());
         let mut id = [0; 8];
         id.copy_from_slice(&digest[..8]);
         EventKey {
-            minute: ev.minute,
+            minute,
             id: i64::from_le_bytes(id),
         }
     }
@@ -705,7 +754,10 @@ impl Store {
                 INSERT INTO idempotency_keys (key, fingerprint, order_id, created_ms) \
                 SELECT $1::TEXT, $2::TEXT, $3, $4 WHERE $1::TEXT IS NOT NULL \
                 ON CONFLICT (key) DO NOTHING RETURNING 1), \
-            go AS (SELECT 1 AS one WHERE $1::TEXT IS NULL OR EXISTS (SELECT 1 FROM claim)), \
+            keyed AS (SELECT 1 AS one WHERE $1::TEXT IS NULL OR EXISTS (SELECT 1 FROM claim)), \
+            cart AS (INSERT INTO cart_claims (cart_id, order_id, created_ms) \
+                SELECT $6, $3, $4 FROM keyed ON CONFLICT (cart_id) DO NOTHING RETURNING 1), \
+            go AS (SELECT 1 AS one FROM cart), \
             lines AS (SELECT l.* FROM json_to_recordset($5::json) AS l(sku TEXT, \
                 product_id TEXT, title TEXT, quantity BIGINT, unit_price_minor BIGINT, \
                 line_total_minor BIGINT) WHERE EXISTS (SELECT 1 FROM go)), \
@@ -723,8 +775,11 @@ impl Store {
             reserve AS (UPDATE inventory i SET reserved = i.reserved + l.quantity, \
                 updated_ms = $4 FROM lines l, locked k WHERE i.sku = l.sku AND k.sku = l.sku \
                 RETURNING i.sku) \
-            SELECT (SELECT COUNT(*) FROM go), CASE WHEN (SELECT COUNT(*) FROM reserve) = \
-                (SELECT COUNT(*) FROM lines) THEN 0 ELSE edgefront_refuse('no stock row') END";
+            SELECT (SELECT COUNT(*) FROM go), CASE \
+                WHEN (SELECT COUNT(*) FROM keyed) > (SELECT COUNT(*) FROM cart) \
+                    THEN edgefront_cart_spent() \
+                WHEN (SELECT COUNT(*) FROM reserve) = (SELECT COUNT(*) FROM lines) THEN 0 \
+                ELSE edgefront_refuse('no stock row') END";
         /// A line as the statement's `json_to_recordset` reads it.
         #[derive(Serialize)]
         struct LineRow<'a> {
@@ -782,6 +837,10 @@ impl Store {
                 })?;
                 self.replay(key, fingerprint).await
             }
+            // edgefront_cart_spent (migration 0005): the cart has a live order.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("EF001") => Ok(
+                CheckoutOutcome::CartSpent(self.cart_order(&order.cart_id).await?),
+            ),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
                 let short = self.short_skus(&order.lines).await?;
                 if short.is_empty() {
@@ -847,12 +906,26 @@ impl Store {
         match (outcome, idempotency) {
             (TxCheckout::Created, _) => Ok(CheckoutOutcome::Created(order.clone())),
             (TxCheckout::OutOfStock(short), _) => Ok(CheckoutOutcome::OutOfStock(short)),
+            (TxCheckout::CartSpent, _) => Ok(CheckoutOutcome::CartSpent(
+                self.cart_order(&order.cart_id).await?,
+            )),
             // Read after the commit: the key may have been claimed earlier in the same group.
             (TxCheckout::Replay, Some((key, fingerprint))) => self.replay(key, fingerprint).await,
             (TxCheckout::Replay, None) => {
                 Err(StoreError::Corrupt("replay without idempotency key".into()))
             }
         }
+    }
+
+    /// The order holding `cart_id`'s claim, if any.
+    async fn cart_order(&self, cart_id: &str) -> Result<Option<String>> {
+        sqlx::query("SELECT order_id FROM cart_claims WHERE cart_id = $1")
+            .bind(cart_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(Into::into)
     }
 
     async fn replay(&self, key: &str, fingerprint: &str) -> Result<CheckoutOutcome> {
@@ -989,7 +1062,108 @@ impl Store {
                 ));
             }
         }
+        self.check_order_reservations(&mut problems).await?;
         Ok(problems)
+    }
+
+    /// Every order against its reservation: each line was reserved once for its quantity, a
+    /// pending order still holds it, a settled one holds nothing (paid: the units left on-hand;
+    /// failed or expired: none did), and no stock movement names an order line that does not
+    /// exist (a reservation without its order).
+    async fn check_order_reservations(&self, problems: &mut Vec<String>) -> Result<()> {
+        let lines = sqlx::query(
+            "SELECT o.id, o.status, l.sku, CAST(l.quantity AS BIGINT), \
+                CAST(COALESCE(m.reserved, 0) AS BIGINT), CAST(COALESCE(m.held, 0) AS BIGINT), \
+                CAST(COALESCE(m.moved, 0) AS BIGINT) \
+             FROM orders o JOIN order_lines l ON l.order_id = o.id \
+             LEFT JOIN (SELECT order_id, sku, \
+                    SUM(CASE WHEN kind = 'reserved' THEN reserved_delta ELSE 0 END) AS reserved, \
+                    SUM(reserved_delta) AS held, SUM(on_hand_delta) AS moved \
+                FROM inventory_movements WHERE order_id IS NOT NULL GROUP BY order_id, sku) m \
+                ON m.order_id = o.id AND m.sku = l.sku \
+             ORDER BY o.id, l.sku",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in lines {
+            let (id, status, sku): (String, String, String) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let (quantity, reserved, held, moved): (i64, i64, i64, i64) =
+                (r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?);
+            if reserved != quantity {
+                problems.push(format!(
+                    "order {id} ({status}): {quantity} × {sku} ordered but {reserved} reserved"
+                ));
+            }
+            let (want_held, want_moved) = match status.as_str() {
+                "pending_payment" => (quantity, 0),
+                "paid" => (0, -quantity),
+                _ => (0, 0),
+            };
+            if held != want_held || moved != want_moved {
+                problems.push(format!(
+                    "order {id} ({status}): {sku} holds {held} and moved {moved} on hand, \
+                     expected {want_held} and {want_moved}"
+                ));
+            }
+        }
+        let empty = sqlx::query(
+            "SELECT o.id FROM orders o \
+             WHERE NOT EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id) ORDER BY o.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in empty {
+            let id: String = r.try_get(0)?;
+            problems.push(format!("order {id} has no lines"));
+        }
+        let orphans = sqlx::query(
+            "SELECT m.order_id, m.sku, CAST(SUM(m.reserved_delta) AS BIGINT), \
+                CAST(COUNT(*) AS BIGINT) FROM inventory_movements m \
+             WHERE m.order_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM order_lines l \
+                WHERE l.order_id = m.order_id AND l.sku = m.sku) \
+             GROUP BY m.order_id, m.sku ORDER BY m.order_id, m.sku",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in orphans {
+            let (id, sku, held, n): (String, String, i64, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            problems.push(format!(
+                "{n} stock movement(s) of {sku} (holding {held}) name order {id}, which has no such line"
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Store::check_invariants`] as of `now_ms`, with counts for a report: also no unpaid
+    /// order whose reservation lapsed more than `grace_ms` ago (the expiry sweep runs every
+    /// job interval, so a lapsed reservation still held past that was missed).
+    pub async fn check_invariants_at(&self, now_ms: i64, grace_ms: i64) -> Result<InvariantReport> {
+        let mut problems = self.check_invariants().await?;
+        let lapsed = sqlx::query(
+            "SELECT id, expires_ms FROM orders \
+             WHERE status = 'pending_payment' AND expires_ms < $1 ORDER BY expires_ms, id",
+        )
+        .bind(now_ms.saturating_sub(grace_ms))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in lapsed {
+            let (id, expires_ms): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+            problems.push(format!(
+                "order {id}: unpaid and still holding stock {} s after its reservation lapsed",
+                (now_ms - expires_ms) / 1000
+            ));
+        }
+        let count = |sql: &'static str| async move {
+            let n: i64 = sqlx::query(sql).fetch_one(&self.pool).await?.try_get(0)?;
+            Ok::<_, StoreError>(usize::try_from(n).unwrap_or(0))
+        };
+        Ok(InvariantReport {
+            skus: count("SELECT CAST(COUNT(*) AS BIGINT) FROM inventory").await?,
+            orders: count("SELECT CAST(COUNT(*) AS BIGINT) FROM orders").await?,
+            problems,
+        })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1311,10 +1485,20 @@ impl Store {
             .bind(before_ms)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM event_ids WHERE minute < $1")
-            .bind(before_ms.div_euclid(60_000))
-            .execute(&mut *tx)
-            .await?;
+        for table in ["event_ids", "anonymous_event_ids"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE minute < $1"))
+                .bind(before_ms.div_euclid(60_000))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Quarantined payloads are raw client input: they age out with the events. Part ids
+        // too; a retry older than the retention is not expected.
+        for table in ["quarantined_events", "delivery_parts"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE received_ms < $1"))
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(n.unwrap_or(0).max(0) as u64)
     }
@@ -1430,6 +1614,137 @@ impl Store {
             .collect()
     }
 
+    /// Applies what a delivery carries besides stored events, in one transaction: events
+    /// counted without consent go into the per-minute event counts once each (by event id, like
+    /// stored events, so a client's re-send after a lost answer counts once), refused events
+    /// into the quarantine once per part (by the part's batch id).
+    pub async fn ingest_parts(
+        &self,
+        edge_node: &str,
+        parts: &[DeliveryPart],
+        now_ms: i64,
+    ) -> Result<PartsOutcome> {
+        let mut outcome = PartsOutcome::default();
+        if parts.is_empty() {
+            return Ok(outcome);
+        }
+        let mut tx = self.begin().await?;
+        let mut names: BTreeMap<EventKey, &str> = BTreeMap::new();
+        for a in parts.iter().flat_map(|p| &p.anonymous) {
+            names.insert(EventKey::new(a.minute, &a.id), &a.name);
+        }
+        let keys: Vec<EventKey> = names.keys().copied().collect();
+        let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO anonymous_event_ids (minute, id) VALUES ");
+            sql.push_str(&self.backend.values_list(chunk.len(), 2));
+            sql.push_str(" ON CONFLICT (minute, id) DO NOTHING RETURNING minute, id");
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                q = q.bind(k.minute).bind(k.id);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let key = EventKey {
+                    minute: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                };
+                let name = names.get(&key).copied().unwrap_or_default();
+                *counts.entry((key.minute, name.to_owned())).or_insert(0) += 1;
+                outcome.anonymous_events += 1;
+            }
+        }
+        let counts: Vec<_> = counts.into_iter().collect();
+        add_event_counts(&mut tx, self.backend, &counts).await?;
+        for part in parts.iter().filter(|p| !p.quarantined.is_empty()) {
+            let fresh = sqlx::query(
+                "INSERT INTO delivery_parts (batch_id, edge_node, received_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (batch_id) DO NOTHING",
+            )
+            .bind(&part.batch_id)
+            .bind(edge_node)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                outcome.duplicate_parts += 1;
+                continue;
+            }
+            for q in &part.quarantined {
+                let reasons = serde_json::to_string(&q.reasons)
+                    .map_err(|e| StoreError::Corrupt(format!("quarantine reasons: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO quarantined_events (batch_id, idx, edge_node, received_ms, name, \
+                     reasons, payload) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (batch_id, idx) DO NOTHING",
+                )
+                .bind(&part.batch_id)
+                .bind(i64::try_from(q.index).map_err(corrupt("quarantine index"))?)
+                .bind(edge_node)
+                .bind(now_ms)
+                .bind(q.name.as_deref())
+                .bind(reasons)
+                .bind(&q.payload)
+                .execute(&mut *tx)
+                .await?;
+                outcome.quarantined += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Quarantined events received in `[from_ms, to_ms)`: how many, how many per claimed
+    /// name, and the newest `limit`.
+    pub async fn quarantined(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<QuarantineReport> {
+        let by_name = sqlx::query(
+            "SELECT COALESCE(name, ''), CAST(COUNT(*) AS BIGINT) FROM quarantined_events \
+             WHERE received_ms >= $1 AND received_ms < $2 GROUP BY COALESCE(name, '') \
+             ORDER BY 2 DESC, 1",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(String, i64)>>>()?;
+        let rows = sqlx::query(
+            "SELECT batch_id, CAST(idx AS BIGINT), edge_node, received_ms, name, reasons, payload \
+             FROM quarantined_events WHERE received_ms >= $1 AND received_ms < $2 \
+             ORDER BY received_ms DESC, batch_id, idx LIMIT $3",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows {
+            let reasons: String = r.try_get(5)?;
+            items.push(QuarantinedRow {
+                batch_id: r.try_get(0)?,
+                index: r.try_get(1)?,
+                edge_node: r.try_get(2)?,
+                received_ms: r.try_get(3)?,
+                name: r.try_get(4)?,
+                reasons: serde_json::from_str(&reasons)
+                    .map_err(|e| StoreError::Corrupt(format!("quarantine reasons: {e}")))?,
+                payload: r.try_get(6)?,
+            });
+        }
+        Ok(QuarantineReport {
+            total: by_name.iter().map(|(_, n)| n).sum(),
+            by_name,
+            items,
+        })
+    }
+
     /// Number of raw events stored (tests, diagnostics).
     pub async fn stored_events(&self) -> Result<i64> {
         let n: Option<i64> = sqlx::query("SELECT CAST(SUM(events) AS BIGINT) FROM ingest_batches")
@@ -1438,6 +1753,17 @@ impl Store {
             .try_get(0)?;
         Ok(n.unwrap_or(0))
     }
+}
+
+/// What [`Store::check_invariants_at`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvariantReport {
+    /// SKUs with a stock row.
+    pub skus: usize,
+    /// Orders, of any status.
+    pub orders: usize,
+    /// Violations, one line each (empty when consistent).
+    pub problems: Vec<String>,
 }
 
 /// Covers `[from, to)` with the coarsest aligned buckets that fit, as runs of consecutive
@@ -1518,6 +1844,8 @@ enum TxCheckout {
     /// The idempotency key was already claimed: answer from the stored order after commit.
     Replay,
     OutOfStock(Vec<String>),
+    /// The cart already has a live order.
+    CartSpent,
 }
 
 /// A checkout queued for the SQLite group committer.
@@ -1601,6 +1929,21 @@ async fn checkout_statements(
         if claimed == 0 {
             return Ok(TxCheckout::Replay);
         }
+    }
+    // After the key: a retry of the checkout that spent the cart is a replay, not a refusal.
+    // The SQLite writer is serial, so the claim cannot race.
+    let claimed = sqlx::query(
+        "INSERT INTO cart_claims (cart_id, order_id, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (cart_id) DO NOTHING",
+    )
+    .bind(&order.cart_id)
+    .bind(&order.id)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        return Ok(TxCheckout::CartSpent);
     }
 
     // Lines in SKU order, so two checkouts never wait on each other's rows in a cycle.
@@ -1730,6 +2073,13 @@ async fn release_or_commit(
         .await?;
         let kind = if commit { "committed" } else { "released" };
         movement(tx, &sku, kind, on_hand_delta, -q, Some(order_id), now_ms).await?;
+    }
+    if !commit {
+        // A failed or lapsed order gives its cart back: the shopper may check out again.
+        sqlx::query("DELETE FROM cart_claims WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -1887,5 +2237,95 @@ mod tests {
         assert_eq!(covered, to - from);
         assert_eq!(bucket_cover(5, 5), []);
         assert_eq!(bucket_cover(0, 1), [("minute", 0, 0)]);
+    }
+}
+
+#[cfg(test)]
+mod invariant_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Store;
+
+    async fn exec(store: &Store, sql: &str) {
+        sqlx::query(sql).execute(&store.pool).await.unwrap();
+    }
+
+    async fn order(store: &Store, id: &str, status: &str, expires_ms: i64, sku: &str, q: i64) {
+        exec(
+            store,
+            &format!(
+                "INSERT INTO orders (id, status, cart_id, email, shipping_address, currency, \
+                 subtotal_minor, discount_minor, tax_minor, total_minor, catalog_version, \
+                 created_ms, expires_ms) VALUES ('{id}', '{status}', 'cart-{id}', 'a@b.example', \
+                 '{{}}', 'EUR', 100, 0, 0, 100, 1, 0, {expires_ms})"
+            ),
+        )
+        .await;
+        exec(
+            store,
+            &format!(
+                "INSERT INTO order_lines (order_id, sku, product_id, title, quantity, \
+                 unit_price_minor, line_total_minor) VALUES ('{id}', '{sku}', 'p', 't', {q}, 50, 100)"
+            ),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn orders_without_their_reservation_and_reservations_without_their_order_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("books.db").display());
+        let store = Store::connect(&url, 1).await.unwrap();
+        // Consistent books: stock set for A and B, one pending order holding 2 × A until t=1000,
+        // one paid order that took 1 × B.
+        exec(
+            &store,
+            "INSERT INTO inventory (sku, on_hand, reserved, updated_ms) \
+             VALUES ('A', 5, 2, 0), ('B', 2, 0, 0)",
+        )
+        .await;
+        exec(
+            &store,
+            "INSERT INTO inventory_movements (sku, kind, on_hand_delta, reserved_delta, order_id, \
+             at_ms) VALUES ('A', 'adjusted', 5, 0, NULL, 0), ('B', 'adjusted', 3, 0, NULL, 0), \
+             ('A', 'reserved', 0, 2, 'o1', 1), ('B', 'reserved', 0, 1, 'o2', 1), \
+             ('B', 'committed', -1, -1, 'o2', 2)",
+        )
+        .await;
+        order(&store, "o1", "pending_payment", 1_000, "A", 2).await;
+        order(&store, "o2", "paid", 1_000, "B", 1).await;
+        assert_eq!(
+            store.check_invariants().await.unwrap(),
+            Vec::<String>::new()
+        );
+        let report = store.check_invariants_at(1_000, 0).await.unwrap();
+        assert_eq!((report.skus, report.orders), (2, 2));
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+        // Past its reservation beyond the grace, the pending order is one the sweep missed.
+        let late = store.check_invariants_at(62_000, 60_000).await.unwrap();
+        assert_eq!(late.problems.len(), 1, "{:?}", late.problems);
+        assert!(late.problems[0].contains("order o1"), "{:?}", late.problems);
+
+        // An order whose reservation is missing, and a reservation whose order is missing.
+        order(&store, "o3", "pending_payment", 1_000, "B", 1).await;
+        exec(
+            &store,
+            "INSERT INTO inventory_movements (sku, kind, on_hand_delta, reserved_delta, order_id, \
+             at_ms) VALUES ('A', 'reserved', 0, 1, 'ghost', 3)",
+        )
+        .await;
+        let problems = store.check_invariants().await.unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("order o3") && p.contains("0 reserved")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("name order ghost")),
+            "{problems:#?}"
+        );
+        store.close().await;
     }
 }

@@ -2137,9 +2137,12 @@ fn to_utc(t: OffsetDateTime) -> OffsetDateTime {
 fn event_time(ev: &TrackEvent, received_at: OffsetDateTime) -> OffsetDateTime {
     let t = match (ev.timestamp, ev.original_timestamp, ev.sent_at) {
         (Some(t), _, _) => t,
-        (None, Some(original), Some(sent)) => {
-            received_at.checked_sub(sent - original).unwrap_or(original)
-        }
+        (None, Some(original), Some(sent)) => received_at
+            .checked_sub(sent - original)
+            // A skew that lands outside RFC 3339's years (found by fuzzing: a `sentAt` in
+            // 9198) is no clock at all; the event could not be serialized for the origin.
+            .filter(|t| (0..=9999).contains(&t.year()))
+            .unwrap_or(original),
         (None, Some(original), None) => original,
         (None, None, _) => received_at,
     };

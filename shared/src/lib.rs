@@ -15,6 +15,7 @@ pub mod events;
 pub mod experiment;
 pub mod import;
 pub mod money;
+pub mod privacy;
 pub mod problem;
 pub mod recommend;
 pub mod sketch;

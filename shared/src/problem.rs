@@ -46,6 +46,26 @@ impl<'a> Problem<'a> {
     }
 }
 
+/// Security headers every answer of the edge and the origin carries (names lowercase, as
+/// `http::HeaderName::from_static` takes them): no MIME sniffing, no referrer, never framed,
+/// nothing loaded or run from an answer (a page that needs more, like the dashboard, sets its
+/// own policy), HTTPS only from the first visit on (browsers ignore HSTS over plain HTTP), and
+/// no embedding by other sites. Kept once here so the two services cannot drift apart.
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    ("cross-origin-resource-policy", "same-site"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

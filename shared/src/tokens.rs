@@ -93,6 +93,8 @@ pub struct Keyring {
     current: HS256Key,
     current_id: String,
     by_id: BTreeMap<String, HS256Key>,
+    /// Derived from the current key's secret (`privacy`: pseudonymous visitor ids).
+    visitor_salt: crate::privacy::VisitorSalt,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -120,10 +122,15 @@ impl Keyring {
             }
         }
         let current = by_id.get(first_id).cloned().ok_or(KeyError::Empty)?;
+        let visitor_salt = keys
+            .first()
+            .map(|(_, secret)| crate::privacy::VisitorSalt::from_secret(secret))
+            .ok_or(KeyError::Empty)?;
         Ok(Keyring {
             current,
             current_id: first_id.clone(),
             by_id,
+            visitor_salt,
         })
     }
 
@@ -145,6 +152,12 @@ impl Keyring {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Keyring::new(&keys)
+    }
+
+    /// The salt key for pseudonymous visitor ids, derived from the current signing secret
+    /// (so every edge node sharing the key file derives the same one).
+    pub fn visitor_salt(&self) -> &crate::privacy::VisitorSalt {
+        &self.visitor_salt
     }
 
     /// The id of the key new tokens are signed with.

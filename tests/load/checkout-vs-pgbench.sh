@@ -36,17 +36,33 @@ simple=$("$PGBIN/pgbench" -b simple-update -c "$CONNS" -j 2 -T "$SECS" "$PG/pgbe
 tpcb=$("$PGBIN/pgbench" -b tpcb-like -c "$CONNS" -j 2 -T "$SECS" "$PG/pgbench_$$" 2>/dev/null | tps)
 
 cat >"$work/checkout.lua" <<'LUA'
--- Each request checks out one of the carts in CART_TOKENS, chosen at random.
-local tokens = {}
-for t in string.gmatch(os.getenv("CART_TOKENS"), "%S+") do tokens[#tokens + 1] = t end
+-- Each request checks out a cart of its own: a cart token is spent by its checkout, so a
+-- replayed one would only measure the refusal. Thread i of THREADS takes every THREADS-th line
+-- of CART_FILE (wraps around if the run outlasts the file, which the sizing below avoids).
+local count = 0
+function setup(thread)
+  thread:set("id", count)
+  count = count + 1
+end
+function init(args)
+  local threads = tonumber(os.getenv("THREADS"))
+  tokens, nxt = {}, 1
+  local i = 0
+  for line in io.lines(os.getenv("CART_FILE")) do
+    if i % threads == id then tokens[#tokens + 1] = line end
+    i = i + 1
+  end
+end
 local body = '{"email":"bench@shop.example","shipping_address":{"country":"DE"}}'
 request = function()
-  local headers = {["Content-Type"] = "application/json", ["X-Cart-Token"] = tokens[math.random(#tokens)]}
+  local token = tokens[nxt]
+  nxt = nxt % #tokens + 1
+  local headers = {["Content-Type"] = "application/json", ["X-Cart-Token"] = token}
   return wrk.format("POST", nil, headers, body)
 end
 LUA
 
-# One origin per backend; a cart from the edge (which serves the origin's catalog).
+# One origin per backend (and an edge, whose listing names the SKUs to buy).
 run_backend() { # $1 = name, $2 = database URL
   rm -rf "$work/data"
   # Create the shared dev keys before either process starts, so they cannot race to make two.
@@ -67,17 +83,19 @@ run_backend() { # $1 = name, $2 = database URL
 import json, sys
 items = json.load(sys.stdin)["items"]
 print(" ".join([p["sku"] for p in items if p["in_stock"] and p["price"]["currency"] == "EUR"][:50]))')
-  tokens=""
+  # Fresh carts, signed with the dev keys: enough for 4,000 checkouts a second for the run.
+  per_sku=$((4000 * SECS / 50 + 1))
+  : >"$work/spread.txt"
   for sku in $skus; do
     curl -fs -X PUT "http://127.0.0.1:$ORIGIN_PORT/v1/inventory/$sku" -H "authorization: Bearer $admin" \
       -H 'content-type: application/json' -d '{"on_hand": 1000000000}' >/dev/null
-    tokens="$tokens $(curl -fs -X POST "http://127.0.0.1:$EDGE_PORT/v1/cart/lines" -H 'content-type: application/json' \
-      -d "{\"sku\": \"$sku\", \"quantity\": 1}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cart_token"])')"
+    "$BIN" cart-tokens --count "$per_sku" --line "$sku" --data-dir "$work/data" >>"$work/spread.txt"
   done
-  hot=$(echo $tokens | cut -d" " -f1)
+  shuf -o "$work/spread.txt" "$work/spread.txt"
+  hot=$(echo $skus | cut -d" " -f1)
+  "$BIN" cart-tokens --count $((4000 * SECS)) --line "$hot" --data-dir "$work/data" >"$work/hot.txt"
   for mix in spread hot; do
-    if [ "$mix" = hot ]; then carts="$hot"; else carts="$tokens"; fi
-    out=$(CART_TOKENS="$carts" wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$work/checkout.lua" \
+    out=$(CART_FILE="$work/$mix.txt" THREADS=2 wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$work/checkout.lua" \
       "http://127.0.0.1:$ORIGIN_PORT/v1/checkout")
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     p50=$(awk '$1=="50%"{print $2}' <<<"$out")
@@ -85,7 +103,7 @@ print(" ".join([p["sku"] for p in items if p["in_stock"] and p["price"]["currenc
     non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
     if [ -n "$non2xx" ]; then
       echo "$1/$mix: $non2xx non-2xx answers; one of them:" >&2
-      curl -s -X POST "http://127.0.0.1:$ORIGIN_PORT/v1/checkout" -H "x-cart-token: ${carts%% *}" \
+      curl -s -X POST "http://127.0.0.1:$ORIGIN_PORT/v1/checkout" -H "x-cart-token: $(tail -n 1 "$work/$mix.txt")" \
         -H 'content-type: application/json' -d '{"email":"b@shop.example","shipping_address":{"country":"DE"}}' >&2
     fi
     echo "$1|$mix|$rps|$p50|$p99|${non2xx:-0}"

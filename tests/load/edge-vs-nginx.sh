@@ -26,8 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One address sends everything: without --no-rate-limits the quotas would answer most with 429.
 RUST_LOG=warn "$BIN" dev --edge-addr "127.0.0.1:$EDGE_PORT" --origin-addr 127.0.0.1:0 \
-  --data-dir "$work/data" >"$work/edge.log" 2>&1 &
+  --data-dir "$work/data" --no-rate-limits >"$work/edge.log" 2>&1 &
 edge_pid=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$EDGE_PORT/v1/health" >/dev/null 2>&1 && break

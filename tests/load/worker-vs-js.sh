@@ -43,7 +43,9 @@ start() { # $1 = name, $2 = dir with wrangler.toml, $3 = port, extra args…
   done
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
-start rust . 18901 --persist-to "$work/rust" --var EDGEFRONT_KEYS:"$(cat "$work/data/dev-keys.json")"
+# One address sends everything: the request quotas would answer most of it with 429.
+start rust . 18901 --persist-to "$work/rust" --var EDGEFRONT_KEYS:"$(cat "$work/data/dev-keys.json")" \
+  --var RATE_LIMITS:off
 start js bench/cloudflare-js 18902 --persist-to "$work/js"
 
 # The worker's own socket: a port of a workerd under this wrangler, other than the proxy's,

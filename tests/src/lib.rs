@@ -5,6 +5,7 @@
 //! other's data: they create their own carts and sessions and measure counter deltas.
 
 pub mod openapi;
+pub mod token_matrix;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,9 @@ pub struct Ctx {
     /// Whether the host is the native local host, which also serves what only it has (the
     /// operations its OpenAPI document marks `x-edgefront-hosts: ["local"]`, e.g. `/metrics`).
     pub native: bool,
+    /// The host's signing keys, when the runner has them: the token refusal matrix needs
+    /// genuine tokens to forge from.
+    pub keyring: Option<edgefront_shared::tokens::Keyring>,
     client: reqwest::Client,
 }
 
@@ -39,6 +43,7 @@ impl Ctx {
             marketer_token: marketer_token.into(),
             expired_cart_token: None,
             native: false,
+            keyring: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
@@ -158,10 +163,20 @@ cases![
     events_accept_text_plain_beacons,
     a_traceparent_is_continued_by_the_edge,
     counters_require_a_marketer_token,
+    every_token_in_the_refusal_matrix_is_refused,
+    events_without_consent_count_but_not_as_visitors,
     counters_count_views_visitors_and_top_products,
     unknown_routes_and_methods_are_problems,
     the_openapi_document_describes_the_routes_this_host_serves,
+    every_answer_carries_the_security_headers,
+    cors_is_limited_to_the_configured_origin,
+    // Last: it spends a visitor's write quota, and part of this address's.
+    a_visitor_past_its_write_quota_gets_a_429_with_retry_after,
 ];
+
+/// The origin every host under test must allow cross-origin access (the runners configure it:
+/// `EdgeOptions::config`, wrangler's `CORS_ORIGINS`, Spin's `cors_origins`).
+pub const CORS_ORIGIN: &str = "https://shop.example";
 
 /// Runs every case against `base_url` with tokens signed by `keyring` — a marketer token and a
 /// cart token that expired an hour ago — and returns one line per failed case.
@@ -203,6 +218,7 @@ async fn check(
     };
     ctx.expired_cart_token = Some(keyring.sign_cart(&stale, now - 7200, 600)?);
     ctx.native = native;
+    ctx.keyring = Some(keyring.clone());
     Ok(run_all(&ctx)
         .await
         .iter()
@@ -801,7 +817,20 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
+/// Posts events as a shopper who consented to analytics (a session token saying so), so they
+/// count per visitor; [`post_anonymous_events`] posts them without.
 async fn post_events(ctx: &Ctx, body: &Value) -> anyhow::Result<reqwest::Response> {
+    let (session, _) = new_session(ctx, false).await?;
+    Ok(ctx
+        .request(Method::POST, "/v1/events")
+        .header("x-session-token", session)
+        .json(body)
+        .send()
+        .await?)
+}
+
+/// Posts events with no session, so without consent.
+async fn post_anonymous_events(ctx: &Ctx, body: &Value) -> anyhow::Result<reqwest::Response> {
     Ok(ctx
         .request(Method::POST, "/v1/events")
         .json(body)
@@ -975,6 +1004,100 @@ async fn counters_require_a_marketer_token(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The refusal matrix ([`token_matrix`]) on the routes that read each kind: the cart, the
+/// recommendations (session) and the counters (marketer). Each genuine token is accepted, every
+/// case is a 401 problem.
+async fn every_token_in_the_refusal_matrix_is_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    use token_matrix::{Kind, Matrix, Tally};
+    let Some(keyring) = &ctx.keyring else {
+        return Ok(());
+    };
+    let product = first_in_stock(ctx, "").await?;
+    let sku = product["sku"].as_str().context("sku")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let matrix = Matrix::new(keyring, now, sku)?;
+    let call = |kind: Kind, token: &str| {
+        let (path, header) = match kind {
+            Kind::Cart => ("/v1/cart", "x-cart-token"),
+            Kind::Session => ("/v1/recommendations?context=home", "x-session-token"),
+            Kind::Staff => ("/v1/counters?window=15m", "authorization"),
+        };
+        let value = if kind == Kind::Staff {
+            format!("Bearer {token}")
+        } else {
+            token.to_owned()
+        };
+        ctx.request(Method::GET, path).header(header, value).send()
+    };
+    let mut tally = Tally::default();
+    let mut accepted = Vec::new();
+    for kind in [Kind::Cart, Kind::Session, Kind::Staff] {
+        let resp = call(kind, matrix.genuine(kind)).await?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "the genuine {kind:?} token was refused: {}",
+            resp.status()
+        );
+        for case in matrix.cases(kind)? {
+            let resp = call(kind, &case.token).await?;
+            let status = resp.status();
+            let problem = content_type(&resp).starts_with("application/problem+json");
+            tally.presented += 1;
+            if status == StatusCode::UNAUTHORIZED && problem {
+                tally.refused += 1;
+            } else {
+                accepted.push(format!("{kind:?} / {}: {status}", case.name));
+            }
+        }
+    }
+    println!(
+        "token refusal matrix at {}: {} of {} refused",
+        ctx.base_url, tally.refused, tally.presented
+    );
+    ensure!(accepted.is_empty(), "not refused: {accepted:#?}");
+    Ok(())
+}
+
+/// Without analytics consent (no session token) events still count — views, top products —
+/// but carry no visitor id, so 30 new visitors add no uniques.
+async fn events_without_consent_count_but_not_as_visitors(ctx: &Ctx) -> anyhow::Result<()> {
+    let product = first_in_stock(ctx, "").await?;
+    let id = product["id"].as_str().context("id")?.to_owned();
+    let before = counters(ctx).await?;
+    let run = unique("anon");
+    let events: Vec<Value> = (0..30)
+        .map(|i| view_event(&format!("{run}-{i}"), &id))
+        .collect();
+    let v = expect_json(
+        post_anonymous_events(ctx, &json!({ "batch": events })).await?,
+        StatusCode::OK,
+    )
+    .await?;
+    ensure!(v["accepted"] == 30, "{v}");
+    let estimate = |c: &Value, key: &str| c[key]["estimate"].as_f64().unwrap_or(0.0);
+    let mut after = counters(ctx).await?;
+    for _ in 0..20 {
+        if estimate(&after, "product_views") - estimate(&before, "product_views") >= 30.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = counters(ctx).await?;
+    }
+    let views = estimate(&after, "product_views") - estimate(&before, "product_views");
+    ensure!(
+        views >= 30.0,
+        "product_views grew by {views}, expected ≥ 30"
+    );
+    let uniques = estimate(&after, "unique_visitors") - estimate(&before, "unique_visitors");
+    ensure!(
+        uniques.abs() < 3.0,
+        "unique_visitors grew by {uniques}: anonymous events must not count visitors"
+    );
+    Ok(())
+}
+
 async fn counters_count_views_visitors_and_top_products(ctx: &Ctx) -> anyhow::Result<()> {
     let product = first_in_stock(ctx, "").await?;
     let hot = product["id"].as_str().context("id")?.to_owned();
@@ -1117,6 +1240,214 @@ async fn the_openapi_document_describes_the_routes_this_host_serves(
     Ok(())
 }
 
+/// The security headers every edge answer carries, success or error.
+fn ensure_secure(what: &str, resp: &reqwest::Response) -> anyhow::Result<()> {
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("cross-origin-resource-policy", "same-site"),
+    ] {
+        let got = resp.headers().get(name).and_then(|v| v.to_str().ok());
+        ensure!(
+            got == Some(value),
+            "{what}: {name} is {got:?}, not {value:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A CORS preflight for `POST /v1/cart/lines` from `origin`.
+async fn preflight(ctx: &Ctx, origin: &str) -> anyhow::Result<reqwest::Response> {
+    Ok(ctx
+        .request(Method::OPTIONS, "/v1/cart/lines")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, x-cart-token",
+        )
+        .send()
+        .await?)
+}
+
+async fn every_answer_carries_the_security_headers(ctx: &Ctx) -> anyhow::Result<()> {
+    let json_ct = ("content-type", "application/json");
+    let answers = [
+        (
+            "200 health",
+            ctx.request(Method::GET, "/v1/health").send().await?,
+            200,
+        ),
+        (
+            "200 HEAD",
+            ctx.request(Method::HEAD, "/v1/products").send().await?,
+            200,
+        ),
+        (
+            "404",
+            ctx.request(Method::GET, "/v1/nothing-here").send().await?,
+            404,
+        ),
+        (
+            "405",
+            ctx.request(Method::DELETE, "/v1/products").send().await?,
+            405,
+        ),
+        (
+            "400",
+            ctx.request(Method::POST, "/v1/cart/lines")
+                .header(json_ct.0, json_ct.1)
+                .body("{not json")
+                .send()
+                .await?,
+            400,
+        ),
+        (
+            "413",
+            ctx.request(Method::POST, "/v1/cart/lines")
+                .header(json_ct.0, json_ct.1)
+                .body(vec![b' '; 64 * 1024])
+                .send()
+                .await?,
+            413,
+        ),
+        (
+            "403 preflight",
+            preflight(ctx, "https://not-listed.example").await?,
+            403,
+        ),
+        ("204 preflight", preflight(ctx, CORS_ORIGIN).await?, 204),
+    ];
+    for (what, resp, status) in &answers {
+        ensure!(
+            resp.status().as_u16() == *status,
+            "{what}: {}",
+            resp.status()
+        );
+        ensure_secure(what, resp)?;
+    }
+    Ok(())
+}
+
+async fn cors_is_limited_to_the_configured_origin(ctx: &Ctx) -> anyhow::Result<()> {
+    let allowed = preflight(ctx, CORS_ORIGIN).await?;
+    ensure!(
+        allowed.status() == StatusCode::NO_CONTENT,
+        "preflight {}",
+        allowed.status()
+    );
+    let h = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    ensure!(
+        h(&allowed, "access-control-allow-origin").as_deref() == Some(CORS_ORIGIN),
+        "allow-origin {:?}",
+        h(&allowed, "access-control-allow-origin")
+    );
+    ensure!(h(&allowed, "access-control-allow-credentials").as_deref() == Some("true"));
+    let methods = h(&allowed, "access-control-allow-methods").unwrap_or_default();
+    ensure!(methods.contains("POST"), "allow-methods {methods}");
+    let headers = h(&allowed, "access-control-allow-headers").unwrap_or_default();
+    ensure!(headers.contains("x-cart-token"), "allow-headers {headers}");
+    ensure!(
+        h(&allowed, "access-control-max-age").is_some(),
+        "no max-age"
+    );
+
+    let refused = preflight(ctx, "https://not-listed.example").await?;
+    ensure!(
+        h(&refused, "access-control-allow-origin").is_none(),
+        "unlisted preflight allowed"
+    );
+    expect_problem(refused, StatusCode::FORBIDDEN, "cors_origin_not_allowed").await?;
+
+    // A simple request: the listed origin may read the answer and its cart token.
+    let resp = ctx
+        .request(Method::POST, "/v1/cart")
+        .header("origin", CORS_ORIGIN)
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "cart {}",
+        resp.status()
+    );
+    ensure!(h(&resp, "access-control-allow-origin").as_deref() == Some(CORS_ORIGIN));
+    let exposed = h(&resp, "access-control-expose-headers").unwrap_or_default();
+    ensure!(exposed.contains("x-cart-token"), "expose-headers {exposed}");
+    ensure!(
+        h(&resp, "vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")),
+        "vary {:?}",
+        h(&resp, "vary")
+    );
+    let other = ctx
+        .request(Method::GET, "/v1/health")
+        .header("origin", "https://not-listed.example")
+        .send()
+        .await?;
+    ensure!(other.status() == StatusCode::OK);
+    ensure!(
+        h(&other, "access-control-allow-origin").is_none(),
+        "unlisted origin allowed"
+    );
+    Ok(())
+}
+
+async fn a_visitor_past_its_write_quota_gets_a_429_with_retry_after(
+    ctx: &Ctx,
+) -> anyhow::Result<()> {
+    let token = new_cart(ctx).await?;
+    // Writes that change nothing, on one cart (one visitor), until a quota says no: the
+    // default per-visitor quota is 60 writes a minute.
+    for sent in 1..=400 {
+        let resp = ctx
+            .request(Method::DELETE, "/v1/cart/code")
+            .header("x-cart-token", &token)
+            .send()
+            .await?;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            ensure!(sent > 1, "the first write was refused");
+            ensure_secure("429", &resp)?;
+            let wait: u64 = header(&resp, "retry-after")?
+                .parse()
+                .context("Retry-After is not whole seconds")?;
+            ensure!((1..=60).contains(&wait), "Retry-After {wait}");
+            expect_problem(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await?;
+            // Another visitor from the same address is not refused.
+            let other = new_cart(ctx).await?;
+            let resp = ctx
+                .request(Method::DELETE, "/v1/cart/code")
+                .header("x-cart-token", &other)
+                .send()
+                .await?;
+            ensure!(
+                resp.status() == StatusCode::OK,
+                "another visitor: {}",
+                resp.status()
+            );
+            return Ok(());
+        }
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "write {sent}: {}",
+            resp.status()
+        );
+    }
+    bail!("400 writes of one visitor within a minute were all allowed")
+}
+
 /// Set-up shared by the tests that start a host in another process (workerd, the Spin host).
 pub mod support {
     use base64::Engine as _;
@@ -1135,6 +1466,23 @@ pub mod support {
         let json = serde_json::to_string(&file)?;
         let ring = Keyring::from_key_file(json.as_bytes())?;
         Ok((json, ring))
+    }
+
+    /// A session token for an hour of a shopper who consented to analytics (events then
+    /// count per visitor and are stored, under a pseudonym), signed with the host's keys.
+    pub fn consented_session(keyring: &Keyring) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let claims = edgefront_shared::tokens::SessionClaims {
+            visitor_id: format!("consented-{}", rand::random::<u64>()),
+            consent: edgefront_shared::tokens::Consent {
+                analytics: true,
+                personalization: false,
+            },
+            affinity: Default::default(),
+        };
+        Ok(keyring.sign_session(&claims, now, 3600)?)
     }
 
     /// A marketer token for an hour, signed with `kid`.

@@ -19,6 +19,11 @@ async fn spawn_edge(dir: &std::path::Path, origin_url: Option<String>) -> Runnin
         origin_url,
         edge_node: "test-node".into(),
         flush_interval: Duration::from_millis(100),
+        // The suite's CORS case needs its origin allowed.
+        config: edgefront_functions::Config {
+            cors_origins: vec![edgefront_conformance::CORS_ORIGIN.to_owned()],
+            ..edgefront_functions::Config::default()
+        },
         ..EdgeOptions::default()
     })
     .await
@@ -111,8 +116,11 @@ async fn events_and_sketch_deltas_reach_the_origin_even_after_it_failed() {
                                "properties": {"product_id": "p-000001"}})
         })
         .collect();
+    let keyring = keys::load_or_create(dir.path()).unwrap();
+    let session = edgefront_conformance::support::consented_session(&keyring).unwrap();
     let resp = client
         .post(format!("{}/v1/events", edge.base_url()))
+        .header("x-session-token", session)
         .json(&serde_json::json!({ "batch": batch }))
         .send()
         .await

@@ -178,7 +178,11 @@ async fn the_spin_component_passes_the_conformance_suite() {
         return;
     };
     t.seed(2_000);
-    let host = t.start(None, &[]);
+    // The suite's CORS case needs its origin allowed.
+    let host = t.start(
+        None,
+        &[("cors_origins", edgefront_conformance::CORS_ORIGIN)],
+    );
     let report = check_host(host.base.clone(), &t.keyring).await.unwrap();
     assert!(
         report.is_empty(),
@@ -221,12 +225,15 @@ async fn concurrent_instances_count_every_event_and_deliveries_reach_a_local_ori
 
     // Eight requests at a time, one event each: every instance writes the same minute's key.
     const N: usize = 64;
+    let session = support::consented_session(&t.keyring).unwrap();
     let sends = (0..N).map(|i| {
         let client = client.clone();
         let url = format!("{}/v1/events", host.base);
+        let session = session.clone();
         async move {
             let resp = client
                 .post(url)
+                .header("x-session-token", session)
                 .json(&serde_json::json!({
                     "event": "Product Viewed", "anonymousId": format!("spin-visitor-{i}"),
                     "messageId": format!("spin-event-{i}"), "properties": {"product_id": "p-000001"}

@@ -114,6 +114,12 @@ async fn start_workerd(
             .arg(format!("EDGEFRONT_KEYS:{keys_json}"))
             .arg("--var")
             .arg(format!("ORIGIN_URL:{}", origin_url.unwrap_or_default()))
+            // The conformance suite's CORS case needs its origin allowed.
+            .arg("--var")
+            .arg(format!(
+                "CORS_ORIGINS:{}",
+                edgefront_conformance::CORS_ORIGIN
+            ))
             // The test command built the bundle just before; don't let wrangler rebuild it.
             .env("EDGEFRONT_WORKER_PREBUILT", "1")
             .stdin(Stdio::null())
@@ -220,10 +226,18 @@ fn marketer_token(keyring: &Keyring) -> String {
 }
 
 /// Sends `n` product views from `n` visitors, one request each.
-async fn post_product_views(client: &reqwest::Client, base: &str, prefix: &str, n: usize) {
+async fn post_product_views(
+    client: &reqwest::Client,
+    keyring: &Keyring,
+    base: &str,
+    prefix: &str,
+    n: usize,
+) {
+    let session = support::consented_session(keyring).unwrap();
     for i in 0..n {
         let resp = client
             .post(format!("{base}/v1/events"))
+            .header("x-session-token", &session)
             .json(&serde_json::json!({
                 "event": "Product Viewed", "anonymousId": format!("{prefix}-visitor-{i}"),
                 "messageId": format!("{prefix}-event-{i}"), "properties": {"product_id": "p-000001"}
@@ -299,7 +313,7 @@ async fn the_counters_object_counts_every_request_and_deliveries_reach_a_local_o
 
     // One event per request: each request records into the one counters object.
     const N: usize = 60;
-    post_product_views(&client, &base, "do", N).await;
+    post_product_views(&client, &t.keyring, &base, "do", N).await;
     let token = marketer_token(&t.keyring);
     let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
     assert_eq!(
@@ -362,7 +376,7 @@ async fn the_counters_object_keeps_its_counts_across_a_restart_of_workerd() {
     const N: usize = 25;
     {
         let (_workerd, base) = t.start(Some(50), None, free_port()).await;
-        post_product_views(&client, &base, "restart", N).await;
+        post_product_views(&client, &t.keyring, &base, "restart", N).await;
         let counters = get_json(&client, &base, "/v1/counters?window=15m", &token).await;
         assert_eq!(counters["events"]["estimate"], N as f64, "{counters}");
         // The checkpoint alarm fires within 2 s of the first record.

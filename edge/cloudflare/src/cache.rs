@@ -6,7 +6,9 @@
 //! eviction) looks there first, and answers without reading and parsing the multi-megabyte
 //! snapshot from KV. "Shareable" is HTTP's rule, not a catalog rule: a GET carrying no
 //! credentials, session or cookie, answered 200 with `Cache-Control: public` by the functions;
-//! the cache keeps it for the `max-age` the functions set.
+//! the cache keeps it for the `max-age` the functions set. A cross-origin request (`Origin`)
+//! is not shareable either: its answer carries CORS headers for that origin, and the Cache
+//! API keys by URL alone.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ pub(crate) fn shareable(req: &Request<Bytes>) -> bool {
         && [
             header::AUTHORIZATION.as_str(),
             header::COOKIE.as_str(),
+            header::ORIGIN.as_str(),
             SESSION_TOKEN_HEADER,
         ]
         .iter()

@@ -8,7 +8,8 @@
 //! (`js/glue.js`); BENCHMARKS.md has what that bought.
 
 use bytes::Bytes;
-use edgefront_functions::problem::ApiError;
+use edgefront_functions::BodyTooLarge;
+use edgefront_functions::rate_limit::ClientIp;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -16,6 +17,8 @@ use worker::worker_sys::web_sys;
 
 /// Largest request body read; the functions enforce their own, smaller limits.
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// The client's address, as Cloudflare sets it (it replaces any copy the client sent).
+const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 
 #[wasm_bindgen(module = "/js/glue.js")]
 extern "C" {
@@ -30,20 +33,16 @@ extern "C" {
     ) -> Result<web_sys::Response, wasm_bindgen::JsValue>;
 }
 
-/// Why a request could not be handed to the functions.
-pub(crate) enum Refused {
-    /// Answered as the functions' problem (a body over the limit): a client error.
-    Problem(ApiError),
-    /// The runtime handed over something `http` rejects: an internal error.
-    Runtime(String),
-}
+/// The runtime handed over something `http` rejects: an internal error.
+pub(crate) struct Refused(pub(crate) String);
 
 fn runtime(e: impl std::fmt::Display) -> Refused {
-    Refused::Runtime(e.to_string())
+    Refused(e.to_string())
 }
 
-/// The functions' request from the runtime's: method, URL, headers and the body (read whole,
-/// up to 2 MiB; GET and HEAD have none).
+/// The functions' request from the runtime's: method, URL, headers, the client's IP (in the
+/// extensions) and the body (read whole, up to 2 MiB; GET and HEAD have none; a longer one
+/// leaves the body empty and `BodyTooLarge` for the functions to answer 413).
 pub(crate) async fn request(req: &web_sys::Request) -> Result<Request<Bytes>, Refused> {
     let head = request_head(req);
     let mut lines = head.split('\n');
@@ -62,23 +61,40 @@ pub(crate) async fn request(req: &web_sys::Request) -> Result<Request<Bytes>, Re
             }
         }
     }
+    let client_ip = builder
+        .headers_ref()
+        .and_then(|h| h.get(CLIENT_IP_HEADER))
+        .and_then(|v| v.to_str().ok())
+        .map(|ip| ClientIp(ip.to_owned()));
+    if let Some(ip) = client_ip {
+        builder = builder.extension(ip);
+    }
+    let declared = builder
+        .headers_ref()
+        .and_then(|h| h.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     // GET and HEAD are not asked for their body: one call into the runtime fewer per read.
     let body = match (method != Method::GET && method != Method::HEAD)
         .then(|| req.body())
         .flatten()
     {
-        Some(stream) => {
-            match Limited::new(worker::Body::new(stream), MAX_BODY)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return Err(Refused::Problem(ApiError::PayloadTooLarge(MAX_BODY))),
-            }
-        }
-        _ => Bytes::new(),
+        // A declared length over the limit is refused unread.
+        Some(_) if declared.is_some_and(|n| n > MAX_BODY as u64) => None,
+        Some(stream) => Limited::new(worker::Body::new(stream), MAX_BODY)
+            .collect()
+            .await
+            .ok()
+            .map(|collected| collected.to_bytes()),
+        _ => Some(Bytes::new()),
     };
-    builder.body(body).map_err(runtime)
+    match body {
+        Some(body) => builder.body(body).map_err(runtime),
+        None => builder
+            .extension(BodyTooLarge)
+            .body(Bytes::new())
+            .map_err(runtime),
+    }
 }
 
 /// The runtime's response from the functions': status, headers and body in one call.

@@ -72,7 +72,9 @@ pub mod entry {
                 // Details to the log only; the client gets the functions' generic 500.
                 worker::console_error!("request failed in the adapter: {e}");
                 let problem = edgefront_functions::problem::ApiError::Internal(e.to_string());
-                convert::response(problem.to_response())
+                let mut resp = problem.to_response();
+                edgefront_functions::cors::security_headers(resp.headers_mut());
+                convert::response(resp)
                     .map(JsValue::from)
                     .unwrap_or_else(|e| e.into())
             }
@@ -86,8 +88,7 @@ pub mod entry {
     ) -> worker::Result<web_sys::Response> {
         let req = match convert::request(&req).await {
             Ok(req) => req,
-            Err(Refused::Problem(problem)) => return convert::response(problem.to_response()),
-            Err(Refused::Runtime(e)) => return Err(worker::Error::RustError(e)),
+            Err(Refused(e)) => return Err(worker::Error::RustError(e)),
         };
         let url = cache::shareable(&req).then(|| req.uri().to_string());
         if let Some(url) = &url

@@ -5,11 +5,13 @@ use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use edgefront_functions::memory::NoRateLimit;
 use edgefront_functions::ports::{
-    CatalogSource, Counters, Environment, KeyValue, OriginClient, PortError, Ports, catalog_answer,
-    origin_answer, origin_paths,
+    CatalogSource, Counters, Decision, Environment, KeyValue, OriginClient, PortError, Ports,
+    RateKey, RateLimiter, RouteClass, Scope, catalog_answer, origin_answer, origin_paths,
 };
-use edgefront_functions::{App, Config, sync};
+use edgefront_functions::rate_limit::RateLimits;
+use edgefront_functions::{App, Config, cors, sync};
 use edgefront_shared::catalog::CatalogSnapshot;
 use edgefront_shared::catalog_parts::CatalogNeed;
 use edgefront_shared::sketch::{CounterSet, Trending};
@@ -30,9 +32,13 @@ pub(crate) const CATALOG_KEY: &str = "catalog/snapshot";
 pub(crate) const CATALOG_VERSION_KEY: &str = "catalog/version";
 /// How long an isolate serves its copy of the catalog before reading KV again.
 const CATALOG_TTL_MS: f64 = 5_000.0;
+/// How long a call to the origin may take before it is aborted (and, for a delivery, retried
+/// on the next alarm). Workers offer no separate connect timeout.
+const ORIGIN_TIMEOUT_MS: u32 = 10_000;
 
 /// The ports of the Cloudflare host.
-pub(crate) type WorkerPorts = Ports<KvCatalog, WorkerKv, DoCounters, FetchOrigin, WorkerEnv>;
+pub(crate) type WorkerPorts =
+    Ports<KvCatalog, WorkerKv, DoCounters, FetchOrigin, WorkerEnv, BindingRateLimiter>;
 
 thread_local! {
     // One isolate serves many requests on one thread: what is parsed once is kept here.
@@ -62,6 +68,8 @@ struct Settings {
     keys: Arc<Keyring>,
     origin: Option<String>,
     node: String,
+    cors_origins: Vec<String>,
+    rate_limits: RateLimits,
 }
 
 fn settings(env: &Env) -> worker::Result<Settings> {
@@ -75,6 +83,16 @@ fn settings(env: &Env) -> worker::Result<Settings> {
         keys: Arc::new(keys),
         origin: origin_from_env(env).base,
         node: node_from_env(env),
+        // `CORS_ORIGINS`: comma-separated; empty or unset, no CORS headers.
+        cors_origins: env
+            .var("CORS_ORIGINS")
+            .map(|v| cors::parse_origins(&v.to_string()))
+            .unwrap_or_default(),
+        // `RATE_LIMITS = "off"` turns the quotas off (load tests from one address).
+        rate_limits: match env.var("RATE_LIMITS").map(|v| v.to_string()).as_deref() {
+            Ok("off") => RateLimits::OFF,
+            _ => RateLimits::default(),
+        },
     };
     SETTINGS.with(|s| *s.borrow_mut() = Some(settings.clone()));
     Ok(settings)
@@ -101,7 +119,13 @@ pub(crate) fn node_from_env(env: &Env) -> String {
 /// The app over this request's bindings. Bindings are looked up when a port first needs
 /// them: a catalog read served from the isolate's copy touches neither KV nor the object.
 pub(crate) fn app(env: &Env) -> worker::Result<App<WorkerPorts>> {
-    let Settings { keys, origin, node } = settings(env)?;
+    let Settings {
+        keys,
+        origin,
+        node,
+        cors_origins,
+        rate_limits,
+    } = settings(env)?;
     let ports = Ports {
         catalog: KvCatalog { env: env.clone() },
         kv: WorkerKv { env: env.clone() },
@@ -111,16 +135,25 @@ pub(crate) fn app(env: &Env) -> worker::Result<App<WorkerPorts>> {
         },
         origin: FetchOrigin { base: origin },
         env: WorkerEnv { node },
+        limiter: BindingRateLimiter { env: env.clone() },
     };
-    Ok(App::new(ports, keys, Config::default()))
+    let config = Config {
+        cors_origins,
+        rate_limits,
+        ..Config::default()
+    };
+    Ok(App::new(ports, keys, config))
 }
 
 /// The ports the counters object flushes through: KV's event outbox, its own `counters`, the
-/// origin. It serves no catalog; `catalog` is there because the flush takes a whole platform.
+/// origin. It serves no catalog and no request; `catalog` and `limiter` are there because the
+/// flush takes a whole platform.
 pub(crate) fn flush_ports(
     env: &Env,
     counters: crate::counters::Shared,
-) -> worker::Result<Ports<KvCatalog, WorkerKv, crate::counters::Shared, FetchOrigin, WorkerEnv>> {
+) -> worker::Result<
+    Ports<KvCatalog, WorkerKv, crate::counters::Shared, FetchOrigin, WorkerEnv, NoRateLimit>,
+> {
     Ok(Ports {
         catalog: KvCatalog { env: env.clone() },
         kv: WorkerKv { env: env.clone() },
@@ -129,6 +162,7 @@ pub(crate) fn flush_ports(
         env: WorkerEnv {
             node: node_from_env(env),
         },
+        limiter: NoRateLimit,
     })
 }
 
@@ -382,7 +416,10 @@ impl OriginClient for FetchOrigin {
             .with_headers(headers)
             .with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
         let req = Request::new_with_init(&self.url(path)?, &init).map_err(unavailable)?;
-        let resp = Fetch::Request(req).send().await.map_err(unavailable)?;
+        let resp = Fetch::Request(req)
+            .send_with_signal(&origin_deadline())
+            .await
+            .map_err(unavailable)?;
         origin_answer(resp.status_code(), path)
     }
 
@@ -398,7 +435,11 @@ impl OriginClient for FetchOrigin {
         init.with_method(Method::Get).with_headers(headers);
         let req = Request::new_with_init(&self.url(origin_paths::CATALOG_SNAPSHOT)?, &init)
             .map_err(unavailable)?;
-        let mut resp = Fetch::Request(req).send().await.map_err(unavailable)?;
+        // The deadline covers the body too: the signal aborts its stream.
+        let mut resp = Fetch::Request(req)
+            .send_with_signal(&origin_deadline())
+            .await
+            .map_err(unavailable)?;
         if !catalog_answer(resp.status_code())? {
             return Ok(None);
         }
@@ -409,6 +450,59 @@ impl OriginClient for FetchOrigin {
             .flatten()
             .unwrap_or_default();
         Ok(Some((tag, resp.bytes().await.map_err(unavailable)?)))
+    }
+}
+
+/// A signal that aborts a call to the origin after [`ORIGIN_TIMEOUT_MS`] (`AbortSignal.timeout`,
+/// a runtime timer: `worker::Delay` cannot be raced on the fetch path, see `entry::fetch`).
+fn origin_deadline() -> worker::AbortSignal {
+    worker::AbortSignal::from(worker::worker_sys::web_sys::AbortSignal::timeout_with_u32(
+        ORIGIN_TIMEOUT_MS,
+    ))
+}
+
+/// Request quotas on Workers' Rate Limiting bindings (`[[ratelimits]]` in wrangler.toml), one
+/// binding per scope and route class, because a binding fixes its limit and period: the
+/// quotas are set there, to the numbers of `RateLimits::default()` (a test holds them equal).
+/// The functions decide which keys a request counts against; the binding counts them per
+/// Cloudflare location. A binding that is missing lets requests through (the port errs, and the
+/// functions fail open).
+pub(crate) struct BindingRateLimiter {
+    env: Env,
+}
+
+/// The binding of a quota: `RATE_LIMIT_<SCOPE>_<CLASS>`.
+fn rate_limit_binding(key: &RateKey<'_>) -> &'static str {
+    match (key.scope, key.class) {
+        (Scope::Ip, RouteClass::Read) => "RATE_LIMIT_IP_READS",
+        (Scope::Ip, RouteClass::Write) => "RATE_LIMIT_IP_WRITES",
+        (Scope::Ip, RouteClass::Events) => "RATE_LIMIT_IP_EVENTS",
+        (Scope::Visitor, RouteClass::Read) => "RATE_LIMIT_VISITOR_READS",
+        (Scope::Visitor, RouteClass::Write) => "RATE_LIMIT_VISITOR_WRITES",
+        (Scope::Visitor, RouteClass::Events) => "RATE_LIMIT_VISITOR_EVENTS",
+    }
+}
+
+/// The bindings' period (wrangler.toml): the binding reports no time left, so a refusal asks
+/// for a whole period, the longest a client can have to wait.
+const RATE_LIMIT_PERIOD_SECS: u64 = 60;
+
+#[async_trait(?Send)]
+impl RateLimiter for BindingRateLimiter {
+    async fn check(&self, key: &RateKey<'_>, _now_ms: i64) -> Result<Decision, PortError> {
+        let binding = self
+            .env
+            .rate_limiter(rate_limit_binding(key))
+            .map_err(unavailable)?;
+        let outcome = binding
+            .limit(key.subject.to_owned())
+            .await
+            .map_err(unavailable)?;
+        Ok(if outcome.success {
+            Decision::ALLOWED
+        } else {
+            Decision::refused(RATE_LIMIT_PERIOD_SECS)
+        })
     }
 }
 

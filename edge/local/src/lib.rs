@@ -1,12 +1,14 @@
 //! Native local host for edgefront: serves the platform-neutral functions over HTTP/1.1 with
-//! in-memory ports, and forwards event batches and sketch deltas to the origin when one is
-//! configured.
+//! in-memory ports and a durable event outbox (one file per node, [`FileKv`]), and forwards
+//! event batches and sketch deltas to the origin when one is configured.
 //!
 //! Key design choice: this crate only adapts — hyper requests become `http::Request<Bytes>`,
 //! ports are the in-memory components of `edgefront-functions` plus an HTTP origin client and
 //! the system clock. Any rule that is not about hosting belongs in `functions` or `shared`.
 
+pub mod file_kv;
 pub mod keys;
+mod limiter;
 mod origin;
 pub mod telemetry;
 
@@ -16,10 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgefront_functions::memory::{MemoryCatalog, MemoryCounters, MemoryKv};
+use edgefront_functions::memory::{MemoryCatalog, MemoryCounters};
 use edgefront_functions::ports::{Environment, Ports};
 use edgefront_functions::problem::ApiError;
-use edgefront_functions::{App, Config, InternalDetail, flush, sync};
+use edgefront_functions::rate_limit::ClientIp;
+use edgefront_functions::{App, BodyTooLarge, Config, InternalDetail, flush, sync};
 use edgefront_shared::cart::demo_promotions;
 use edgefront_shared::catalog::{CatalogSnapshot, demo_catalog};
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,11 +34,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use origin::HttpOrigin;
+pub use file_kv::FileKv;
+pub use limiter::GcraLimiter;
+pub use origin::{HttpOrigin, OriginTimeouts};
 use telemetry::EdgeMetrics;
 
-/// The ports of the local host.
-pub type LocalPorts = Ports<MemoryCatalog, MemoryKv, MemoryCounters, HttpOrigin, SystemEnv>;
+/// The ports of the local host: the event outbox in a file, the rest in memory.
+pub type LocalPorts =
+    Ports<MemoryCatalog, FileKv, MemoryCounters, HttpOrigin, SystemEnv, GcraLimiter>;
 /// The app as the local host runs it.
 pub type LocalApp = App<LocalPorts>;
 
@@ -76,7 +82,7 @@ impl Environment for SystemEnv {
 pub struct EdgeOptions {
     /// Address to listen on; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// Where dev keys live.
+    /// Where dev keys and the event outbox (`edge-<node>.redb`) live.
     pub data_dir: PathBuf,
     /// Demo catalog size.
     pub products: usize,
@@ -86,6 +92,8 @@ pub struct EdgeOptions {
     pub edge_node: String,
     /// How often to flush to the origin and poll it for a new catalog.
     pub flush_interval: Duration,
+    /// How long calls to the origin may take.
+    pub origin_timeouts: OriginTimeouts,
     /// API limits and defaults.
     pub config: Config,
 }
@@ -99,6 +107,7 @@ impl Default for EdgeOptions {
             origin_url: None,
             edge_node: "local".to_owned(),
             flush_interval: Duration::from_secs(2),
+            origin_timeouts: OriginTimeouts::default(),
             config: Config::default(),
         }
     }
@@ -128,12 +137,34 @@ impl RunningEdge {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         flush::flush(&self.app.ports).await;
+        if let Err(e) = self.app.ports.kv.sync().await {
+            tracing::warn!(error = %e, "outbox sync at shutdown failed");
+        }
     }
 }
 
-/// Builds the app: dev keys from the data dir, the demo catalog, in-memory ports.
+/// The file of `edge_node`'s event outbox in `data_dir`: `edge-<node>.redb`, the node name
+/// kept to letters, digits, `.`, `_` and `-`.
+pub fn outbox_path(data_dir: &std::path::Path, edge_node: &str) -> PathBuf {
+    let node: String = edge_node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data_dir.join(format!("edge-{node}.redb"))
+}
+
+/// Builds the app: dev keys from the data dir, the demo catalog, the event outbox in
+/// [`outbox_path`] (batches queued before a crash are delivered after the restart), the rest in
+/// memory.
 pub fn build_app(opts: &EdgeOptions) -> anyhow::Result<LocalApp> {
     let keyring = keys::load_or_create(&opts.data_dir)?;
+    let kv = FileKv::open(&outbox_path(&opts.data_dir, &opts.edge_node))?;
     let snapshot = CatalogSnapshot::build_with_promotions(
         1,
         demo_catalog(opts.products, 42),
@@ -141,10 +172,11 @@ pub fn build_app(opts: &EdgeOptions) -> anyhow::Result<LocalApp> {
     )?;
     let ports = Ports {
         catalog: MemoryCatalog::new(snapshot),
-        kv: MemoryKv::new(),
+        kv,
         counters: MemoryCounters::new(opts.config.counter_retention_minutes),
-        origin: HttpOrigin::new(opts.origin_url.clone())?,
+        origin: HttpOrigin::with_timeouts(opts.origin_url.clone(), opts.origin_timeouts)?,
         env: SystemEnv::new(opts.edge_node.clone()),
+        limiter: GcraLimiter::new(),
     };
     Ok(App::new(ports, keyring, opts.config.clone()))
 }
@@ -193,12 +225,24 @@ async fn flush_loop(
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "catalog refresh failed; keeping the current one"),
                 }
-                let report = flush::flush(&app.ports).await;
-                metrics.flushed(&report);
-                if let Some(e) = report.error {
-                    tracing::warn!(error = %e, left = report.batches_left, "flush to origin failed; will retry");
-                } else if report.batches_sent > 0 || report.sketches_sent {
-                    tracing::debug!(batches = report.batches_sent, sketches = report.sketches_sent, "flushed to origin");
+                // Quota state of clients gone quiet is dropped on the same timer.
+                app.ports.limiter.retain_recent();
+                // One flush sends a bounded number of batches; while a backlog is left and the
+                // origin keeps taking them, go on now instead of at the next tick (else delivery
+                // is capped at one flush's worth per tick: 128 requests a second, measured).
+                loop {
+                    let report = flush::flush(&app.ports).await;
+                    metrics.flushed(&report);
+                    if let Some(e) = report.error {
+                        tracing::warn!(error = %e, left = report.batches_left, "flush to origin failed; will retry");
+                        break;
+                    }
+                    if report.batches_sent > 0 || report.sketches_sent {
+                        tracing::debug!(batches = report.batches_sent, sketches = report.sketches_sent, "flushed to origin");
+                    }
+                    if report.batches_left == 0 || report.batches_sent == 0 || *stop.borrow() {
+                        break;
+                    }
                 }
             }
             _ = stop.changed() => return,
@@ -215,7 +259,7 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -230,7 +274,7 @@ async fn serve(
                         let app = app.clone();
                         let metrics = metrics.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(observed(&app, &metrics, req).await)
+                            Ok::<_, std::convert::Infallible>(observed(&app, &metrics, peer, req).await)
                         }
                     });
                     if let Err(e) = http1::Builder::new()
@@ -252,6 +296,7 @@ async fn serve(
 async fn observed(
     app: &LocalApp,
     metrics: &EdgeMetrics,
+    peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
@@ -260,12 +305,13 @@ async fn observed(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
+        edgefront_functions::cors::security_headers(resp.headers_mut());
         return resp;
     }
     let started = std::time::Instant::now();
     let route = edgefront_functions::request::route_template(req.uri().path());
     let method = req.method().clone();
-    let resp = handle(app, req).await;
+    let resp = handle(app, peer, req).await;
     let elapsed = started.elapsed();
     let status = resp.status();
     metrics
@@ -295,34 +341,54 @@ async fn observed(
     resp
 }
 
-async fn handle(app: &LocalApp, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn handle(
+    app: &LocalApp,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
     // The platform supplies geo headers; a local host has no geo lookup, so client-sent ones
     // are dropped rather than trusted.
     for h in edgefront_functions::GEO_HEADERS {
         parts.headers.remove(h);
     }
-    // Read at most one byte past the largest limit, so the functions can answer 413 precisely.
-    let cap = app.config().max_events_body_bytes + 1;
-    let resp = match Limited::new(body, cap).collect().await {
-        Ok(collected) => {
-            let method = parts.method.clone();
-            let path = parts.uri.path().to_owned();
-            let resp = app
-                .handle(http::Request::from_parts(parts, collected.to_bytes()))
-                .await;
-            if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {
-                tracing::error!(%method, %path, status = resp.status().as_u16(), %detail, "request failed");
+    // The client is the socket's peer: no header can claim another address.
+    parts
+        .extensions
+        .insert(ClientIp(peer.ip().to_canonical().to_string()));
+    // At most the route's limit is read: a declared length over it is refused unread, and a
+    // body without one (chunked) is cut off there. The functions then answer 413 with every
+    // header an answer carries.
+    let limit = app.config().body_limit(parts.uri.path());
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = if declared.is_some_and(|n| n > limit as u64) {
+        parts.extensions.insert(BodyTooLarge);
+        Bytes::new()
+    } else {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                parts.extensions.insert(BodyTooLarge);
+                Bytes::new()
             }
-            resp
-        }
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            ApiError::PayloadTooLarge(app.config().max_events_body_bytes).to_response()
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "request body could not be read");
-            ApiError::InvalidJson("the body could not be read".to_owned()).to_response()
+            Err(e) => {
+                tracing::debug!(error = %e, "request body could not be read");
+                let mut resp =
+                    ApiError::InvalidJson("the body could not be read".to_owned()).to_response();
+                edgefront_functions::cors::security_headers(resp.headers_mut());
+                return resp.map(Full::new);
+            }
         }
     };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let resp = app.handle(http::Request::from_parts(parts, body)).await;
+    if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {
+        tracing::error!(%method, %path, status = resp.status().as_u16(), %detail, "request failed");
+    }
     resp.map(Full::new)
 }

@@ -1,5 +1,6 @@
 //! `edgefront`: run the whole storefront locally (`dev`), the origin or an edge alone (`origin`,
-//! `edge`, as in production), or mint a staff token (`token`).
+//! `edge`, as in production), mint a staff token (`token`), or check the origin's books
+//! (`check`).
 
 // The request path allocates per field (parsed events, JSON bodies); mimalloc roughly halves
 // that cost against glibc's allocator (BENCHMARKS.md). Native host only: wasm targets keep theirs.
@@ -42,6 +43,9 @@ struct OriginArgs {
     /// Minutes a checkout holds stock.
     #[arg(long, default_value_t = 15, env = "EDGEFRONT_RESERVATION_MINUTES")]
     reservation_minutes: u64,
+    /// Seconds a checkout holds stock, instead of --reservation-minutes (tests, demos).
+    #[arg(long, env = "EDGEFRONT_RESERVATION_SECONDS")]
+    reservation_seconds: Option<u64>,
     /// Alerts fire beyond this many robust spreads from their baseline (lower: more alerts).
     #[arg(long, default_value_t = 4.0, env = "EDGEFRONT_ALERT_THRESHOLD")]
     alert_threshold: f64,
@@ -58,6 +62,92 @@ struct OriginArgs {
     /// Experiments: the smallest relative lift worth detecting (0.2 = +20%).
     #[arg(long, default_value_t = 0.2, env = "EDGEFRONT_EXPERIMENT_MIN_LIFT")]
     experiment_min_lift: f64,
+}
+
+/// The edge's abuse limits and origin timeouts (`dev` with the native edge, and `edge`).
+#[derive(clap::Args, Clone)]
+struct AbuseArgs {
+    /// An origin allowed cross-origin (CORS) access, e.g. `https://shop.example`; repeat it, or
+    /// separate origins with commas. None (the default): no CORS headers at all.
+    #[arg(
+        long = "cors-origin",
+        env = "EDGEFRONT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Reads (GET, HEAD, OPTIONS) per client IP and minute; 0: no limit [default: 1200].
+    #[arg(long)]
+    rate_limit_ip_reads: Option<u32>,
+    /// Cart and session writes per client IP and minute; 0: no limit [default: 300].
+    #[arg(long)]
+    rate_limit_ip_writes: Option<u32>,
+    /// Event posts per client IP and minute; 0: no limit [default: 600].
+    #[arg(long)]
+    rate_limit_ip_events: Option<u32>,
+    /// Reads per visitor (session or cart) and minute; 0: no limit [default: 600].
+    #[arg(long)]
+    rate_limit_visitor_reads: Option<u32>,
+    /// Writes per visitor and minute; 0: no limit [default: 60].
+    #[arg(long)]
+    rate_limit_visitor_writes: Option<u32>,
+    /// Event posts per visitor and minute; 0: no limit [default: 120].
+    #[arg(long)]
+    rate_limit_visitor_events: Option<u32>,
+    /// No request quotas at all (load tests from one address); the flags above then apply on
+    /// top of none.
+    #[arg(long, env = "EDGEFRONT_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
+    /// Milliseconds to connect to the origin before a delivery or catalog poll gives up.
+    #[arg(long, default_value_t = 2_000)]
+    origin_connect_timeout_ms: u64,
+    /// Milliseconds a whole call to the origin may take (a delivery that runs out is retried).
+    #[arg(long, default_value_t = 10_000)]
+    origin_timeout_ms: u64,
+}
+
+impl AbuseArgs {
+    /// These settings on top of `opts`.
+    fn apply(&self, opts: &mut EdgeOptions) -> anyhow::Result<()> {
+        use edgefront_functions::rate_limit::RateLimits;
+        anyhow::ensure!(
+            self.origin_connect_timeout_ms >= 1 && self.origin_timeout_ms >= 1,
+            "--origin-connect-timeout-ms and --origin-timeout-ms must be at least 1"
+        );
+        let mut limits = if self.no_rate_limits {
+            RateLimits::OFF
+        } else {
+            RateLimits::default()
+        };
+        for (flag, quota) in [
+            (self.rate_limit_ip_reads, &mut limits.per_ip.reads),
+            (self.rate_limit_ip_writes, &mut limits.per_ip.writes),
+            (self.rate_limit_ip_events, &mut limits.per_ip.events),
+            (self.rate_limit_visitor_reads, &mut limits.per_visitor.reads),
+            (
+                self.rate_limit_visitor_writes,
+                &mut limits.per_visitor.writes,
+            ),
+            (
+                self.rate_limit_visitor_events,
+                &mut limits.per_visitor.events,
+            ),
+        ] {
+            if let Some(n) = flag {
+                *quota = n;
+            }
+        }
+        opts.config.rate_limits = limits;
+        opts.config.cors_origins = self
+            .cors_origins
+            .iter()
+            .filter_map(|o| edgefront_functions::cors::normalize(o))
+            .collect();
+        opts.origin_timeouts = edgefront_local::OriginTimeouts {
+            connect: Duration::from_millis(self.origin_connect_timeout_ms),
+            total: Duration::from_millis(self.origin_timeout_ms),
+        };
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,6 +180,8 @@ enum Command {
         edge: EdgeHost,
         #[command(flatten)]
         origin: OriginArgs,
+        #[command(flatten)]
+        abuse: AbuseArgs,
     },
     /// Run the origin service alone.
     Origin {
@@ -122,6 +214,27 @@ enum Command {
         /// Name of this edge node.
         #[arg(long, default_value = "local", env = "EDGEFRONT_EDGE_NODE")]
         edge_node: String,
+        /// Milliseconds between deliveries of queued events and sketches to the origin (and
+        /// catalog polls).
+        #[arg(long, default_value_t = 2000, env = "EDGEFRONT_FLUSH_INTERVAL_MS")]
+        flush_interval_ms: u64,
+        #[command(flatten)]
+        abuse: AbuseArgs,
+    },
+    /// Check the origin's books: stock levels against their movements and the orders holding
+    /// them, every order against its reservation, no unpaid order left past its reservation.
+    /// Prints each problem and exits 1 when there is any.
+    Check {
+        /// Directory holding the default SQLite database.
+        #[arg(long, default_value = "./data", env = "EDGEFRONT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Database: `sqlite:PATH` or `postgres://…` [default: sqlite:<data-dir>/origin.db].
+        #[arg(long, env = "EDGEFRONT_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Seconds an unpaid order may stay past its reservation's expiry before it counts as
+        /// missed by the expiry sweep.
+        #[arg(long, default_value_t = 60)]
+        expiry_grace_seconds: u64,
     },
     /// Import a catalog into the origin's database: a Shopify product CSV export or a JSON
     /// product list. A running origin publishes it to the edges within seconds.
@@ -154,6 +267,25 @@ enum Command {
         /// (`edgefront_functions::parts`), instead of one snapshot for Workers KV.
         #[arg(long)]
         parts: bool,
+    },
+    /// Print cart tokens signed with the dev keys, one per line, each a new cart: for load
+    /// tests of checkout (a cart token is spent by its checkout, so a load needs many).
+    CartTokens {
+        /// How many carts.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// A line: `SKU` or `SKU:QUANTITY` (repeatable; at least one).
+        #[arg(long = "line", required = true)]
+        lines: Vec<String>,
+        /// The carts' currency.
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        /// Directory holding the dev keys.
+        #[arg(long, default_value = "./data", env = "EDGEFRONT_DATA_DIR")]
+        data_dir: PathBuf,
     },
     /// Print a staff token signed with the dev keys.
     Token {
@@ -201,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
             edge_node,
             edge,
             origin,
+            abuse,
         } => {
             init_tracing();
             let started = match origin_url {
@@ -214,7 +347,16 @@ async fn main() -> anyhow::Result<()> {
             };
             let edge = match edge {
                 EdgeHost::Native => Edge::Native(
-                    start_edge(edge_addr, &data_dir, products, &origin_url, edge_node).await?,
+                    start_edge(
+                        edge_addr,
+                        &data_dir,
+                        products,
+                        &origin_url,
+                        edge_node,
+                        Duration::from_secs(2),
+                        &abuse,
+                    )
+                    .await?,
                 ),
                 EdgeHost::Cloudflare | EdgeHost::Spin => {
                     let runtime = if edge == EdgeHost::Spin {
@@ -293,13 +435,37 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             products,
             edge_node,
+            flush_interval_ms,
+            abuse,
         } => {
             init_tracing();
+            anyhow::ensure!(
+                flush_interval_ms >= 1,
+                "--flush-interval-ms must be at least 1"
+            );
             let url = origin_url.unwrap_or_else(|| "http://127.0.0.1:8788".into());
-            let edge = start_edge(addr, &data_dir, products, &url, edge_node).await?;
+            let edge = start_edge(
+                addr,
+                &data_dir,
+                products,
+                &url,
+                edge_node,
+                Duration::from_millis(flush_interval_ms),
+                &abuse,
+            )
+            .await?;
             println!("edgefront edge on {} forwarding to {url}", edge.base_url());
             stop_requested().await?;
             edge.shutdown().await;
+        }
+        Command::Check {
+            data_dir,
+            database_url,
+            expiry_grace_seconds,
+        } => {
+            if !check(&data_dir, database_url, expiry_grace_seconds).await? {
+                std::process::exit(1);
+            }
         }
         Command::Import {
             file,
@@ -313,6 +479,44 @@ async fn main() -> anyhow::Result<()> {
             out,
             parts,
         } => kv_seed(products, origin_url.as_deref(), &out, parts).await?,
+        Command::CartTokens {
+            count,
+            lines,
+            currency,
+            hours,
+            data_dir,
+        } => {
+            use std::io::Write as _;
+            let keyring = keys::load_or_create(&data_dir)?;
+            let currency = edgefront_shared::money::Currency::parse(&currency)
+                .map_err(|e| anyhow::anyhow!("--currency: {e}"))?;
+            let lines = lines
+                .iter()
+                .map(|l| {
+                    let (sku, quantity) = l.split_once(':').unwrap_or((l, "1"));
+                    let quantity: u32 = quantity
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--line {l}: quantity is not a number"))?;
+                    Ok((sku.to_owned(), quantity))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                let claims = edgefront_shared::tokens::CartClaims {
+                    id: format!("load-{:032x}", rand::random::<u128>()),
+                    lines: lines.clone(),
+                    code: None,
+                    currency,
+                    catalog_version: 1,
+                };
+                let token = keyring.sign_cart(&claims, now, hours.saturating_mul(3600))?;
+                writeln!(out, "{token}")?;
+            }
+            out.flush()?;
+        }
         Command::Token {
             role,
             subject,
@@ -438,6 +642,51 @@ fn write_seed(body: &str, out: &std::path::Path, parts: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// `edgefront check`: prints the problems [`Store::check_invariants_at`] finds, or one line
+/// saying the books are consistent. `Ok(false)` when there are problems.
+///
+/// [`Store::check_invariants_at`]: edgefront_origin::store::Store::check_invariants_at
+async fn check(
+    data_dir: &std::path::Path,
+    database_url: Option<String>,
+    expiry_grace_seconds: u64,
+) -> anyhow::Result<bool> {
+    let url =
+        database_url.unwrap_or_else(|| format!("sqlite:{}", data_dir.join("origin.db").display()));
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        // Checking must not create an empty database where none was.
+        let path = path.split('?').next().unwrap_or(path);
+        anyhow::ensure!(
+            std::path::Path::new(path).exists(),
+            "no database at {path} (--data-dir or --database-url)"
+        );
+    }
+    let store = edgefront_origin::store::Store::connect(&url, 2).await?;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let grace_ms = i64::try_from(expiry_grace_seconds.saturating_mul(1000))?;
+    let report = store.check_invariants_at(now_ms, grace_ms).await;
+    store.close().await;
+    let report = report?;
+    if report.problems.is_empty() {
+        println!("consistent: {} skus, {} orders", report.skus, report.orders);
+        return Ok(true);
+    }
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!(
+        "{} problem(s) in {} skus, {} orders",
+        report.problems.len(),
+        report.skus,
+        report.orders
+    );
+    Ok(false)
+}
+
 async fn import(
     file: &std::path::Path,
     currency: &str,
@@ -499,11 +748,18 @@ async fn start_origin(
         Some(url) => url.clone(),
         None => format!("sqlite:{}", data_dir.join("origin.db").display()),
     };
+    anyhow::ensure!(
+        args.reservation_seconds != Some(0),
+        "--reservation-seconds must be at least 1"
+    );
     let mut settings = edgefront_origin::Settings {
         addr,
         database_url,
         seed_demo_products,
-        reservation_ttl: Duration::from_secs(args.reservation_minutes.saturating_mul(60)),
+        reservation_ttl: match args.reservation_seconds {
+            Some(seconds) => Duration::from_secs(seconds),
+            None => Duration::from_secs(args.reservation_minutes.saturating_mul(60)),
+        },
         ..edgefront_origin::Settings::default()
     };
     if let Some(spec) = &args.tax_rates {
@@ -539,17 +795,20 @@ async fn start_edge(
     products: usize,
     origin_url: &str,
     edge_node: String,
+    flush_interval: Duration,
+    abuse: &AbuseArgs,
 ) -> anyhow::Result<edgefront_local::RunningEdge> {
-    edgefront_local::spawn(EdgeOptions {
+    let mut opts = EdgeOptions {
         addr,
         data_dir: data_dir.to_path_buf(),
         products,
         origin_url: Some(origin_url.to_owned()),
         edge_node,
-        flush_interval: Duration::from_secs(2),
+        flush_interval,
         ..EdgeOptions::default()
-    })
-    .await
+    };
+    abuse.apply(&mut opts)?;
+    edgefront_local::spawn(opts).await
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM, so a service manager's stop shuts down as cleanly as a

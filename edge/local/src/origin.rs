@@ -7,6 +7,25 @@ use edgefront_functions::ports::{
     OriginClient, PortError, catalog_answer, origin_answer, origin_paths,
 };
 
+/// How long a call to the origin may take. A call that runs out is an error like any other
+/// (`PortError::Unavailable`): the outbox keeps the batch and the next flush sends it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginTimeouts {
+    /// To establish the connection. Default 2 s.
+    pub connect: Duration,
+    /// For the whole call, connection to the last byte of the answer. Default 10 s.
+    pub total: Duration,
+}
+
+impl Default for OriginTimeouts {
+    fn default() -> Self {
+        OriginTimeouts {
+            connect: Duration::from_secs(2),
+            total: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Posts to the origin's ingest endpoints; unconfigured when no URL is given.
 #[derive(Debug, Clone)]
 pub struct HttpOrigin {
@@ -15,11 +34,17 @@ pub struct HttpOrigin {
 }
 
 impl HttpOrigin {
-    /// A client for `base` (e.g. `http://127.0.0.1:8788`), or an unconfigured one.
+    /// A client for `base` (e.g. `http://127.0.0.1:8788`), or an unconfigured one, with the
+    /// default timeouts.
     pub fn new(base: Option<String>) -> anyhow::Result<Self> {
+        Self::with_timeouts(base, OriginTimeouts::default())
+    }
+
+    /// A client for `base` whose calls give up after `timeouts`.
+    pub fn with_timeouts(base: Option<String>, timeouts: OriginTimeouts) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
             .build()?;
         Ok(HttpOrigin {
             base: base.map(|b| b.trim_end_matches('/').to_owned()),

@@ -13,7 +13,8 @@ use edgefront_functions::ports::{
     AtomicKeyValue, Environment, KeyValue, OriginClient, PortError, Ports, UpdateFn,
     catalog_answer, origin_answer, origin_paths,
 };
-use edgefront_functions::{App, Config};
+use edgefront_functions::rate_limit::{KvRateLimiter, RateLimits};
+use edgefront_functions::{App, Config, cors};
 use edgefront_shared::tokens::Keyring;
 use http_body_util::BodyExt;
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
@@ -25,6 +26,9 @@ const DEFAULT_STORE: &str = "default";
 /// Compare-and-swap attempts before an update gives up (each lost attempt means another
 /// instance wrote the same key in between).
 const MAX_ATTEMPTS: usize = 64;
+/// How long a call to the origin may take before it is dropped (a delivery is then retried by
+/// a later request's flush).
+const ORIGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn unavailable(e: impl std::fmt::Display) -> PortError {
     PortError::Unavailable(e.to_string())
@@ -38,10 +42,18 @@ pub(crate) struct Setup {
     flush_interval_ms: i64,
     now_ms: i64,
     store: Arc<SpinKv>,
+    cors_origins: Vec<String>,
+    rate_limits: RateLimits,
 }
 
-pub(crate) type SpinPorts =
-    Ports<PartsCatalog<SpinKv>, Arc<SpinKv>, KvCounters<Arc<SpinKv>>, SpinOrigin, SpinEnv>;
+pub(crate) type SpinPorts = Ports<
+    PartsCatalog<SpinKv>,
+    Arc<SpinKv>,
+    KvCounters<Arc<SpinKv>>,
+    SpinOrigin,
+    SpinEnv,
+    KvRateLimiter<Arc<SpinKv>>,
+>;
 
 async fn variable(name: &str) -> anyhow::Result<Option<String>> {
     match spin_sdk::variables::get(name).await {
@@ -72,11 +84,25 @@ impl Setup {
             flush_interval_ms,
             now_ms: now_ms(),
             store: shared(SpinKv::new(DEFAULT_STORE)),
+            cors_origins: variable("cors_origins")
+                .await?
+                .map(|v| cors::parse_origins(&v))
+                .unwrap_or_default(),
+            // `rate_limits = "off"` turns the quotas off (load tests from one address).
+            rate_limits: match variable("rate_limits").await?.as_deref() {
+                Some("off") => RateLimits::OFF,
+                None | Some("on") => RateLimits::default(),
+                Some(other) => anyhow::bail!("rate_limits must be on or off, not {other:?}"),
+            },
         })
     }
 
     pub(crate) fn app(&self) -> App<SpinPorts> {
-        let config = Config::default();
+        let config = Config {
+            cors_origins: self.cors_origins.clone(),
+            rate_limits: self.rate_limits,
+            ..Config::default()
+        };
         let counters = KvCounters::new(
             Arc::clone(&self.store),
             self.now_ms,
@@ -93,12 +119,23 @@ impl Setup {
             env: SpinEnv {
                 node: self.node.clone(),
             },
+            limiter: self.limiter(),
         };
         App::new(ports, Arc::clone(&self.keys), config)
     }
 
     pub(crate) fn delivers(&self) -> bool {
         self.origin.is_some()
+    }
+
+    /// The request quotas, counted in the `default` store.
+    pub(crate) fn limiter(&self) -> KvRateLimiter<Arc<SpinKv>> {
+        KvRateLimiter::new(Arc::clone(&self.store))
+    }
+
+    /// Whether any quota is on (then their past windows need pruning).
+    pub(crate) fn limits_requests(&self) -> bool {
+        self.rate_limits != RateLimits::OFF
     }
 
     pub(crate) fn store(&self) -> Arc<SpinKv> {
@@ -253,8 +290,8 @@ impl OriginClient for SpinOrigin {
         let req = req
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(unavailable)?;
-        let resp = spin_sdk::http::send(req)
-            .await
+        let resp = within_timeout(spin_sdk::http::send(req))
+            .await?
             .map_err(|e| unavailable(format!("{path}: {e:?}")))?;
         origin_answer(resp.status().as_u16(), path)
     }
@@ -270,8 +307,8 @@ impl OriginClient for SpinOrigin {
         let req = req
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(unavailable)?;
-        let resp = spin_sdk::http::send(req)
-            .await
+        let resp = within_timeout(spin_sdk::http::send(req))
+            .await?
             .map_err(|e| unavailable(format!("catalog: {e:?}")))?;
         if !catalog_answer(resp.status().as_u16())? {
             return Ok(None);
@@ -282,13 +319,32 @@ impl OriginClient for SpinOrigin {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
+        let body = within_timeout(resp.into_body().collect())
+            .await?
             .map_err(|e| unavailable(format!("catalog body: {e:?}")))?;
         Ok(Some((tag, body.to_bytes().to_vec())))
     }
+}
+
+/// `call`, unless [`ORIGIN_TIMEOUT`] passes first (a WASIp3 timer, `spin_sdk::time::sleep`):
+/// then the call is dropped, which cancels it, and the port reports the origin unavailable.
+async fn within_timeout<T>(call: impl std::future::Future<Output = T>) -> Result<T, PortError> {
+    use std::task::Poll;
+    let mut call = std::pin::pin!(call);
+    let mut timer = std::pin::pin!(spin_sdk::time::sleep(ORIGIN_TIMEOUT));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = call.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(PortError::Unavailable(format!(
+                "the origin did not answer within {} s",
+                ORIGIN_TIMEOUT.as_secs()
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// The WASI clock and randomness, and the node's name.

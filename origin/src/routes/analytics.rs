@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/analytics/events", get(events))
         .route("/v1/analytics/summary", get(summary))
         .route("/v1/alerts", get(alerts))
+        .route("/v1/quarantine", get(quarantine))
 }
 
 /// `[from, to)` in unix minutes: the last `window` minutes including the current one.
@@ -191,4 +192,43 @@ async fn alerts(State(state): State<AppState>, _who: Marketer) -> Result<Json<Va
     Ok(Json(
         serde_json::to_value(&alerts).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
+}
+
+/// Malformed events the edges refused, with their reasons: how many in the window, per claimed
+/// event name, and the newest `limit` (default 50, at most 500) with scrubbed payloads.
+async fn quarantine(
+    State(state): State<AppState>,
+    _who: Marketer,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to, text) = window(&state, &uri)?;
+    let limit = match query_param(&uri, "limit") {
+        None => 50,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidQuery("`limit` must be a whole number from 1 to 500".into())
+            })?,
+    };
+    let report = state
+        .store
+        .quarantined(
+            from.saturating_mul(60_000),
+            to.saturating_mul(60_000),
+            limit,
+        )
+        .await?;
+    let by_name: serde_json::Map<String, Value> = report
+        .by_name
+        .into_iter()
+        .map(|(name, n)| (name, n.into()))
+        .collect();
+    Ok(Json(json!({
+        "window": window_json(from, to, &text),
+        "total": report.total,
+        "by_name": by_name,
+        "items": report.items,
+    })))
 }

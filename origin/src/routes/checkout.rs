@@ -31,18 +31,24 @@ pub fn router() -> Router<AppState> {
         .route("/v1/orders/{id}/pay", post(pay))
 }
 
+/// The `POST /v1/checkout` JSON body, as the route reads it (public for the fuzz target in
+/// `tests/fuzz`, which parses bodies exactly as this route does).
 #[derive(Debug, Serialize, Deserialize)]
-struct CheckoutBody {
-    email: String,
-    shipping_address: Address,
+pub struct CheckoutBody {
+    /// The shopper's email, checked with `Email::parse`.
+    pub email: String,
+    /// Where the order ships.
+    pub shipping_address: Address,
 }
 
 /// The address is stored as given; only the country is interpreted (tax, shipping).
 #[derive(Debug, Serialize, Deserialize)]
-struct Address {
-    country: String,
+pub struct Address {
+    /// ISO 3166 alpha-2 country, trimmed before the tax lookup.
+    pub country: String,
+    /// Every other field, kept verbatim.
     #[serde(flatten)]
-    rest: serde_json::Map<String, serde_json::Value>,
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,6 +207,7 @@ async fn checkout(
             Err(ApiError::OutOfStock(skus))
         }
         CheckoutOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        CheckoutOutcome::CartSpent(order_id) => Err(ApiError::CartAlreadyCheckedOut(order_id)),
     }
 }
 

@@ -1,11 +1,14 @@
 //! `POST /v1/ingest/events` and `POST /v1/ingest/sketches`: what edge nodes deliver, at least
-//! once. Batches and events de-duplicate by id, sketch deltas by digest, so a retry never
-//! double-counts.
+//! once. Batches and events de-duplicate by id, sketch deltas by digest, and a batch's parts
+//! (anonymous counts, quarantined events) by the id of the edge request they came from, so a
+//! retry never double-counts. An event the origin cannot read is quarantined with the reason,
+//! not allowed to sink the batch it came in.
 
 use axum::extract::{Request, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use edgefront_shared::events::EnrichedEvent;
+use edgefront_shared::privacy::{self, DeliveryPart, MAX_QUARANTINED_PAYLOAD};
 use edgefront_shared::sketch::Windows;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,6 +40,46 @@ struct Batch {
     batch_id: String,
     edge_node: String,
     events: Vec<Box<RawValue>>,
+    #[serde(default)]
+    parts: Vec<DeliveryPart>,
+}
+
+/// Most reasons one quarantined event carries, and their longest text.
+const MAX_REASONS: usize = 100;
+const MAX_REASON_LEN: usize = 1024;
+
+/// An edge's parts are bounded like its events: a part is one edge request, so it counts at
+/// most a batch's worth of events and quarantines at most that many.
+fn check_parts(parts: &[DeliveryPart]) -> Result<(), ApiError> {
+    if parts.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::Validation(format!(
+            "a batch holds at most {MAX_BATCH_EVENTS} parts"
+        )));
+    }
+    for part in parts {
+        check_name("parts[].batch_id", &part.batch_id)?;
+        if part.anonymous.len() > MAX_BATCH_EVENTS || part.quarantined.len() > MAX_BATCH_EVENTS {
+            return Err(ApiError::Validation(format!(
+                "a part counts or quarantines at most {MAX_BATCH_EVENTS} events"
+            )));
+        }
+        for a in &part.anonymous {
+            check_name("parts[].anonymous[].name", &a.name)?;
+            check_name("parts[].anonymous[].id", &a.id)?;
+        }
+        for q in &part.quarantined {
+            if q.payload.len() > MAX_QUARANTINED_PAYLOAD
+                || q.reasons.len() > MAX_REASONS
+                || q.reasons.iter().any(|r| r.len() > MAX_REASON_LEN)
+                || q.name.as_ref().is_some_and(|n| n.len() > 128)
+            {
+                return Err(ApiError::Validation(
+                    "a quarantined event is at most 4 KiB with at most 100 reasons".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
@@ -66,18 +109,29 @@ async fn events(
             "a batch holds at most {MAX_BATCH_EVENTS} events"
         )));
     }
-    let decoded = batch
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            serde_json::from_str::<EnrichedEvent>(raw.get())
-                .map_err(|e| ApiError::InvalidJson(format!("events[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    check_parts(&batch.parts)?;
+    let mut decoded = Vec::with_capacity(batch.events.len());
+    let mut readable = Vec::with_capacity(batch.events.len());
+    let mut unreadable = Vec::new();
+    for (i, raw) in batch.events.iter().enumerate() {
+        match serde_json::from_str::<EnrichedEvent>(raw.get()) {
+            Ok(ev) => {
+                decoded.push(ev);
+                readable.push(raw);
+            }
+            Err(e) => {
+                let value = serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+                unreadable.push(privacy::quarantine(
+                    i,
+                    &value,
+                    vec![format!("the origin could not read it: {e}")],
+                ));
+            }
+        }
+    }
     let rows: Vec<StoredEvent<'_>> = decoded
         .iter()
-        .zip(&batch.events)
+        .zip(readable)
         .map(|(ev, raw)| StoredEvent::new(ev, raw.get()))
         .collect();
     let now = state.clock.now_ms();
@@ -85,7 +139,32 @@ async fn events(
         .store
         .ingest_events(&batch.batch_id, &batch.edge_node, &rows, now)
         .await?;
+    let mut parts = batch.parts;
+    if !unreadable.is_empty() {
+        tracing::warn!(
+            batch_id = %batch.batch_id,
+            edge_node = %batch.edge_node,
+            unreadable = unreadable.len(),
+            "events the origin cannot read were quarantined"
+        );
+        parts.push(DeliveryPart {
+            // Its own id: the edge's part of a single-batch delivery has the batch's id.
+            batch_id: format!("origin:{}", batch.batch_id),
+            anonymous: Vec::new(),
+            quarantined: unreadable,
+        });
+    }
+    let applied = state
+        .store
+        .ingest_parts(&batch.edge_node, &parts, now)
+        .await?;
     let m = &state.metrics;
+    m.ingested_events
+        .with_label_values(&["anonymous"])
+        .inc_by(applied.anonymous_events);
+    m.ingested_events
+        .with_label_values(&["quarantined"])
+        .inc_by(applied.quarantined);
     m.ingested_events
         .with_label_values(&["inserted"])
         .inc_by(outcome.inserted);
@@ -113,6 +192,8 @@ async fn events(
         edge_node = %batch.edge_node,
         inserted = outcome.inserted,
         duplicates = outcome.duplicate_events,
+        anonymous = applied.anonymous_events,
+        quarantined = applied.quarantined,
         event_trace_ids = %trace_ids.join(","),
         "event batch ingested"
     );

@@ -301,7 +301,109 @@ async fn order_events_are_counted_once_per_order_in_the_warehouse(db: Db) {
     app.stop().await;
 }
 
+/// A cart token is spent by its checkout: replaying it (with no key, or another key) while the
+/// order is unpaid or after it was paid is refused and reserves nothing; only an
+/// `Idempotency-Key` retry of that very checkout still answers with its order.
+async fn a_cart_token_cannot_be_replayed_once_its_order_is_placed_or_paid(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let token = app.cart_token(&[(&sku, 2)]);
+    let first = app.checkout(&token, Some("first")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let id = first["order"]["id"].as_str().unwrap().to_owned();
+    for key in [None, Some("another-key")] {
+        let again = assert_problem(
+            app.checkout(&token, key).await,
+            409,
+            "cart_already_checked_out",
+        )
+        .await;
+        assert_eq!(again["order_id"], id.as_str());
+    }
+    assert_eq!(app.pay(&id, "approve").await.status(), 200);
+    let after_paid = app.checkout(&token, None).await;
+    assert_problem(after_paid, 409, "cart_already_checked_out").await;
+    let retry = app.checkout(&token, Some("first")).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    // The refused replays reserved and sold nothing: 2 sold, none held.
+    assert_eq!(
+        app.stock(&sku).await,
+        json!({"sku": sku, "on_hand": 8, "reserved": 0, "available": 8})
+    );
+    // The key a refused replay brought was not claimed: it works for another cart.
+    let other = app
+        .checkout(&app.cart_token(&[(&sku, 1)]), Some("another-key"))
+        .await;
+    assert_eq!(other.status(), 201);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+/// A declined payment or a lapsed reservation gives the cart back, so the shopper can retry.
+async fn a_cart_is_given_back_when_its_payment_fails_or_its_reservation_lapses(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 10).await;
+    let token = app.cart_token(&[(&sku, 1)]);
+    let order_id = |v: Value| v["order"]["id"].as_str().unwrap().to_owned();
+    let first = app.checkout(&token, None).await;
+    assert_eq!(first.status(), 201);
+    let declined = order_id(first.json().await.unwrap());
+    assert_eq!(app.pay(&declined, "decline").await.status(), 200);
+    let second = app.checkout(&token, None).await;
+    assert_eq!(second.status(), 201, "a declined order gives the cart back");
+    let lapsed = order_id(second.json().await.unwrap());
+    assert_ne!(lapsed, declined);
+    app.clock.advance(Duration::from_secs(16 * 60));
+    assert_eq!(jobs::run_once(app.state()).await.unwrap().expired, 1);
+    let third = app.checkout(&token, None).await;
+    assert_eq!(third.status(), 201, "a lapsed order gives the cart back");
+    let live = order_id(third.json().await.unwrap());
+    assert_problem(
+        app.checkout(&token, None).await,
+        409,
+        "cart_already_checked_out",
+    )
+    .await;
+    assert_eq!(
+        app.stock(&sku).await["reserved"],
+        1,
+        "only {live} holds stock"
+    );
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
+/// The same cart checked out 20 times at once (a double-clicking shopper, or a replay attack
+/// racing the real checkout): exactly one order.
+async fn concurrent_checkouts_of_one_cart_make_one_order(db: Db) {
+    let app = app_or_skip!(db);
+    let sku = app.product(0).sku.clone();
+    app.set_stock(&sku, 100).await;
+    let token = app.cart_token(&[(&sku, 1)]);
+    let results = futures::future::join_all((0..20).map(|_| app.checkout(&token, None))).await;
+    let mut created = 0;
+    for r in results {
+        match r.status().as_u16() {
+            201 => created += 1,
+            _ => {
+                assert_problem(r, 409, "cart_already_checked_out").await;
+            }
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(app.stock(&sku).await["reserved"], 1);
+    app.invariants_hold().await;
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_cart_token_cannot_be_replayed_once_its_order_is_placed_or_paid,
+    a_cart_is_given_back_when_its_payment_fails_or_its_reservation_lapses,
+    concurrent_checkouts_of_one_cart_make_one_order,
     concurrent_retries_with_one_idempotency_key_make_one_order,
     order_events_are_counted_once_per_order_in_the_warehouse,
     checkout_prices_from_the_catalog_adds_tax_and_reserves_stock,

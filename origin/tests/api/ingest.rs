@@ -85,11 +85,22 @@ async fn analytics_need_a_marketer_token_and_a_valid_window(db: Db) {
     app.stop().await;
 }
 
-async fn malformed_batches_are_refused_and_store_nothing(db: Db) {
+async fn malformed_batches_are_refused_and_a_malformed_event_is_quarantined(db: Db) {
     let app = app_or_skip!(db);
     let mut batch = enriched(&app, 0, 3);
     batch[1]["timestamp"] = json!("yesterday");
-    assert_problem(post_batch(&app, "b-x", &batch).await, 400, "invalid_json").await;
+    assert_eq!(post_batch(&app, "b-x", &batch).await.status(), 200);
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 2);
+    assert_eq!(quarantine(&app, "window=15m").await["total"], 1);
+    let not_json = app
+        .client
+        .post(app.url("/v1/ingest/events"))
+        .header("content-type", "application/json")
+        .body("{\"batch_id\": \"b-y\", \"events\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(not_json, 400, "invalid_json").await;
     let no_id = app
         .client
         .post(app.url("/v1/ingest/events"))
@@ -98,7 +109,7 @@ async fn malformed_batches_are_refused_and_store_nothing(db: Db) {
         .await
         .unwrap();
     assert_problem(no_id, 422, "validation_failed").await;
-    assert_eq!(app.state().store.stored_events().await.unwrap(), 0);
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 2);
     app.stop().await;
 }
 
@@ -157,6 +168,154 @@ async fn sketch_deltas_merge_once_and_answer_uniques(db: Db) {
         .await;
     let later = week["unique_visitors"]["estimate"].as_f64().unwrap();
     assert!((later - uniques).abs() < 1e-9, "{week}");
+    app.stop().await;
+}
+
+/// A delivery with parts: anonymous counts for events without consent and quarantined events.
+fn with_parts(batch_id: &str, events: &[Value], parts: Value) -> Value {
+    json!({"batch_id": batch_id, "edge_node": "test-node", "events": events, "parts": parts})
+}
+
+async fn post_json(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/ingest/events"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn quarantine(app: &TestApp, query: &str) -> Value {
+    app.get_json(&format!("/v1/quarantine?{query}"), Some(Role::Marketer))
+        .await
+}
+
+/// Events counted without consent are counted once per event id and quarantined events once
+/// per part, however a retry regroups the outbox: alone, again, inside a coalesced request
+/// with another batch, or re-sent by a client in a new edge request.
+async fn anonymous_events_count_once_and_quarantined_events_are_applied_once_per_part(db: Db) {
+    use edgefront_origin::clock::Clock;
+    let app = app_or_skip!(db);
+    let minute = app.clock.now_ms().div_euclid(60_000);
+    let anonymous = |ids: std::ops::Range<usize>, name: &str| -> Vec<Value> {
+        ids.map(|i| json!({"id": format!("anon-{i}"), "minute": minute, "name": name}))
+            .collect()
+    };
+    let mut first = anonymous(0..7, "Product Viewed");
+    first.extend(anonymous(7..9, "Product Added"));
+    let part = json!({
+        "batch_id": "edge-req-1",
+        "anonymous": first,
+        "quarantined": [
+            {"index": 1, "name": "Nope", "reasons": ["event: unknown event name"],
+             "payload": "{\"event\":\"Nope\"}"},
+            {"index": 4, "reasons": ["anonymousId: one of anonymousId and userId is required"],
+             "payload": "{\"event\":\"Product Viewed\"}"}
+        ]
+    });
+    let events = enriched(&app, 0, 3);
+    let alone = with_parts("edge-req-1", &events, json!([part]));
+    assert_eq!(post_json(&app, &alone).await.status(), 200);
+    assert_eq!(post_json(&app, &alone).await.status(), 200);
+    let coalesced = with_parts(
+        "c-0123",
+        &enriched(&app, 0, 5),
+        json!([part, {"batch_id": "edge-req-2", "anonymous": anonymous(9..10, "Product Viewed")}]),
+    );
+    assert_eq!(post_json(&app, &coalesced).await.status(), 200);
+    // A client re-sent events 5..10 in a new request after the edge queued them but died
+    // before answering: a new part id, the same event ids.
+    let resent = with_parts(
+        "edge-req-3",
+        &[],
+        json!([{"batch_id": "edge-req-3", "anonymous": anonymous(5..10, "Product Viewed")}]),
+    );
+    let outcome: Value = post_json(&app, &resent).await.json().await.unwrap();
+    assert_eq!(outcome["inserted"], 0);
+
+    let c = counts(&app, "15m").await;
+    // 5 stored events (3, then 2 new) plus 7 + 2 + 1 anonymous ones, each once.
+    assert_eq!(c["total"], 15, "{c}");
+    assert_eq!(app.state().store.stored_events().await.unwrap(), 5);
+    let q = quarantine(&app, "window=15m").await;
+    assert_eq!(q["total"], 2, "{q}");
+    assert_eq!(q["by_name"]["Nope"], 1);
+    assert_eq!(q["by_name"][""], 1);
+    let items = q["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().any(|i| {
+        i["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown event name")
+    }));
+    assert_eq!(
+        quarantine(&app, "window=15m&limit=1").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_problem(
+        app.client
+            .get(app.url("/v1/quarantine?limit=0"))
+            .bearer_auth(app.staff(Role::Marketer))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_query",
+    )
+    .await;
+    assert_problem(
+        app.client
+            .get(app.url("/v1/quarantine"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    // Quarantined payloads age out with the raw events.
+    app.clock
+        .advance(std::time::Duration::from_secs(31 * 86_400));
+    edgefront_origin::jobs::run_once(app.state()).await.unwrap();
+    assert_eq!(quarantine(&app, "window=35d").await["total"], 0);
+    app.stop().await;
+}
+
+/// An event an edge delivered that the origin cannot read is quarantined with the reason; the
+/// rest of its batch is stored (one bad event must not dead-letter a whole batch).
+async fn an_event_the_origin_cannot_read_is_quarantined_and_the_rest_stored(db: Db) {
+    let app = app_or_skip!(db);
+    let mut events = enriched(&app, 0, 4);
+    events[2]["device_class"] = json!("toaster");
+    let body = with_parts("b-bad", &events, json!([]));
+    let resp = post_json(&app, &body).await;
+    assert_eq!(resp.status(), 200);
+    let outcome: Value = resp.json().await.unwrap();
+    assert_eq!(outcome["inserted"], 3);
+    let q = quarantine(&app, "window=15m").await;
+    assert_eq!(q["total"], 1, "{q}");
+    assert_eq!(q["items"][0]["index"], 2);
+    assert!(
+        q["items"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the origin could not read it")
+    );
+    // A retry quarantines nothing twice.
+    assert_eq!(post_json(&app, &body).await.status(), 200);
+    assert_eq!(quarantine(&app, "window=15m").await["total"], 1);
+    // Oversized quarantine records from an edge are refused, not stored.
+    let huge = with_parts(
+        "b-huge",
+        &[],
+        json!([{"batch_id": "r", "quarantined": [
+            {"index": 0, "reasons": ["x"], "payload": "x".repeat(5000)}]}]),
+    );
+    assert_problem(post_json(&app, &huge).await, 422, "validation_failed").await;
     app.stop().await;
 }
 
@@ -225,10 +384,12 @@ async fn raw_events_are_kept_as_received_and_an_event_twice_in_a_batch_counts_on
 }
 
 on_both_backends!(
+    anonymous_events_count_once_and_quarantined_events_are_applied_once_per_part,
+    an_event_the_origin_cannot_read_is_quarantined_and_the_rest_stored,
     raw_events_are_kept_as_received_and_an_event_twice_in_a_batch_counts_once,
     raw_events_are_deleted_after_retention_and_counts_stay,
     replaying_an_ingest_batch_changes_no_count,
     analytics_need_a_marketer_token_and_a_valid_window,
-    malformed_batches_are_refused_and_store_nothing,
+    malformed_batches_are_refused_and_a_malformed_event_is_quarantined,
     sketch_deltas_merge_once_and_answer_uniques,
 );

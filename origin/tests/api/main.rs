@@ -11,3 +11,5 @@ mod ingest;
 mod inventory;
 mod observability;
 mod openapi;
+mod security;
+mod tokens;

@@ -108,12 +108,12 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             println!("listening on http://{}", listener.local_addr()?);
             loop {
-                let (stream, _) = listener.accept().await?;
+                let (stream, peer) = listener.accept().await?;
                 let host = Arc::clone(&host);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let host = Arc::clone(&host);
-                        async move { Ok::<_, std::convert::Infallible>(answer(&host, req).await) }
+                        async move { Ok::<_, std::convert::Infallible>(answer(&host, peer, req).await) }
                     });
                     if let Err(e) = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -172,8 +172,13 @@ async fn main() -> anyhow::Result<()> {
 
 async fn answer(
     host: &serve::Host,
-    req: http::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    mut req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<Full<Bytes>> {
+    // As Spin's HTTP trigger does: the client's socket address, replacing any copy it sent.
+    if let Ok(addr) = http::HeaderValue::from_str(&peer.to_string()) {
+        req.headers_mut().insert("spin-client-addr", addr);
+    }
     let plain = |status: u16, text: &'static str| {
         let mut resp = http::Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *resp.status_mut() =

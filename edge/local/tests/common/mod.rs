@@ -98,3 +98,21 @@ pub(crate) fn staff_token(role: &str, data_dir: &str) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A session token from the edge at `edge` for a shopper who consented to analytics (their
+/// events are stored, under a pseudonym).
+pub(crate) async fn consented_session(client: &reqwest::Client, edge: &str) -> String {
+    let session: serde_json::Value = client
+        .post(format!("{edge}/v1/session"))
+        .json(&serde_json::json!({"consent": {"analytics": true, "personalization": false}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    session["session_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session token: {session}"))
+        .to_owned()
+}
